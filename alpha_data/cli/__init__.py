@@ -1,0 +1,20 @@
+"""The ``alpha-data`` command: database, migrations, seed, demo, health, bench."""
+
+from __future__ import annotations
+
+from alpha_data.cli import db as db_commands
+from alpha_data.cli.common import app
+
+__all__ = ["app", "main"]
+
+app.add_typer(db_commands.db_app, name="db")
+db_commands.register(app)
+
+
+def main() -> None:
+    """Entry point of the console script."""
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,96 @@
+"""Declarative base, naming convention and the columns every table shares."""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime
+from decimal import Decimal
+from typing import Any, ClassVar
+
+from sqlalchemy import BigInteger, DateTime, Identity, MetaData, Numeric, String, func
+from sqlalchemy import Enum as SAEnum
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.schema import FetchedValue
+
+__all__ = ["Base", "Money", "StrEnum", "TimestampedIdMixin", "enum_column", "metadata"]
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_N_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+#: Money and quantities: exact decimals, 18 digits with 8 after the point.
+Money = Numeric(18, 8, asdecimal=True)
+
+
+class StrEnum(str, enum.Enum):
+    """A str-valued enum (``enum.StrEnum`` is 3.11+); ``str()`` gives the value."""
+
+    def __str__(self) -> str:
+        return str(self.value)
+
+
+def enum_column(enum_cls: type[StrEnum], name: str) -> SAEnum:
+    """Store ``enum_cls`` by value as a short VARCHAR guarded by a named CHECK."""
+    return SAEnum(
+        enum_cls,
+        name=name,
+        native_enum=False,
+        create_constraint=True,
+        length=16,
+        values_callable=lambda e: [m.value for m in e],
+        validate_strings=True,
+    )
+
+
+class Base(DeclarativeBase):
+    """Base of every mapped class: one MetaData, Decimal money, tz-aware times."""
+
+    metadata = metadata
+    type_annotation_map: ClassVar[dict[Any, Any]] = {
+        Decimal: Money,
+        datetime: DateTime(timezone=True),
+        str: String(),
+    }
+
+    #: Attributes never written to the cache and never shown in ``repr``.
+    __secret_attributes__: ClassVar[frozenset[str]] = frozenset()
+
+    def __repr__(self) -> str:
+        from sqlalchemy import inspect
+
+        state = inspect(self)
+        shown = []
+        for attr in state.mapper.column_attrs:
+            key = attr.key
+            if key in self.__secret_attributes__ or key in state.unloaded:
+                continue
+            shown.append(f"{key}={state.dict.get(key)!r}")
+        return f"{type(self).__name__}({', '.join(shown)})"
+
+
+class TimestampedIdMixin:
+    """``id`` (BigInteger identity) plus ``created_at``/``updated_at`` set by PostgreSQL.
+
+    ``updated_at`` is maintained by a ``BEFORE UPDATE`` trigger (see the
+    migrations), so Core statements bump it too.
+    """
+
+    id: Mapped[int] = mapped_column(
+        BigInteger, Identity(always=False), primary_key=True, sort_order=-10
+    )
+    created_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now(), nullable=False, sort_order=100
+    )
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True),
+        server_default=func.now(),
+        server_onupdate=FetchedValue(),
+        nullable=False,
+        sort_order=100,
+    )

@@ -1,0 +1,156 @@
+"""Portfolios: the aggregate root of positions and trades."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import Numeric, String, bindparam, func, select, update
+from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.orm import selectinload
+
+from alpha_data.errors import InvalidDataError
+from alpha_data.models import Portfolio, Position, Trade
+from alpha_data.repositories.base import Repository, check_id
+from alpha_data.repositories.pagination import Page
+from alpha_data.validation import check_aware, check_money, check_symbol
+
+__all__ = ["PortfolioRepository"]
+
+
+class _TradePages(Repository[Trade]):
+    """Keyset paging of trades by ``executed_at`` (used by PortfolioRepository)."""
+
+    model = Trade
+    orderable = frozenset({"executed_at", "-executed_at", "id"})
+
+
+class PortfolioRepository(Repository[Portfolio]):
+    """Portfolios with their positions and trades; positions and trades are reached here."""
+
+    model = Portfolio
+    orderable = frozenset({"id", "created_at", "updated_at", "name"})
+
+    async def get_with_positions(self, id: int) -> Portfolio | None:
+        """The portfolio with its positions loaded (exactly two statements), or None."""
+        check_id(id)
+        stmt = (
+            select(Portfolio)
+            .where(Portfolio.id == id)
+            .options(selectinload(Portfolio.positions))
+            .execution_options(populate_existing=True)
+        )
+        portfolio: Portfolio | None = (await self._execute(stmt)).scalar_one_or_none()
+        return portfolio
+
+    async def get_position(
+        self, portfolio_id: int, symbol: str, *, for_update: bool = False
+    ) -> Position | None:
+        """The position in ``symbol``; ``for_update`` takes a row lock until commit."""
+        check_id(portfolio_id, "portfolio_id")
+        symbol = check_symbol(symbol)
+        stmt = select(Position).where(
+            Position.portfolio_id == portfolio_id, Position.symbol == symbol
+        )
+        if for_update:
+            stmt = stmt.with_for_update().execution_options(populate_existing=True)
+        position: Position | None = (await self._execute(stmt)).scalar_one_or_none()
+        return position
+
+    async def list_positions(self, portfolio_id: int) -> list[Position]:
+        """All positions of a portfolio, by symbol."""
+        check_id(portfolio_id, "portfolio_id")
+        stmt = (
+            select(Position).where(Position.portfolio_id == portfolio_id).order_by(Position.symbol)
+        )
+        return list((await self._execute(stmt)).scalars().all())
+
+    async def add_position(self, position: Position) -> Position:
+        """Insert a position (unique per portfolio and symbol)."""
+        if not isinstance(position, Position):
+            raise InvalidDataError("add_position takes a Position")
+        self.session.add(position)
+        await self._flush()
+        return position
+
+    async def delete_position(self, position: Position) -> None:
+        """Delete a position (a position sold down to zero)."""
+        await self.session.delete(position)
+        await self._flush()
+
+    async def add_trade(self, trade: Trade) -> Trade:
+        """Insert a trade (``external_id`` is unique where given)."""
+        if not isinstance(trade, Trade):
+            raise InvalidDataError("add_trade takes a Trade")
+        self.session.add(trade)
+        await self._flush()
+        return trade
+
+    async def add_trades(self, trades: list[Trade]) -> list[Trade]:
+        """Insert many trades in batched INSERT … RETURNING statements."""
+        return await _TradePages(self.session).add_many(trades)
+
+    async def list_trades(
+        self,
+        portfolio_id: int,
+        *,
+        since: datetime | None = None,
+        limit: int = 50,
+        after: str | None = None,
+    ) -> Page[Trade]:
+        """Trades of a portfolio, newest first, keyset-paged by (executed_at, id)."""
+        check_id(portfolio_id, "portfolio_id")
+        stmt = select(Trade).where(Trade.portfolio_id == portfolio_id)
+        if since is not None:
+            stmt = stmt.where(Trade.executed_at >= check_aware(since, "since"))
+        return await _TradePages(self.session)._page(
+            stmt, limit=limit, after=after, order_by="-executed_at"
+        )
+
+    async def get_trade_by_external_id(self, external_id: str) -> Trade | None:
+        """The trade with this external id, or None."""
+        if not isinstance(external_id, str) or not external_id or len(external_id) > 128:
+            raise InvalidDataError("external_id must be a string of 1 to 128 characters")
+        stmt = select(Trade).where(Trade.external_id == external_id)
+        trade: Trade | None = (await self._execute(stmt)).scalar_one_or_none()
+        return trade
+
+    async def upsert_prices(self, portfolio_id: int, prices: Mapping[str, Decimal]) -> int:
+        """Set ``current_price`` of the held symbols in one UPDATE … FROM unnest(...).
+
+        Symbols the portfolio does not hold are ignored; returns how many
+        positions changed. Each changed position's version is bumped.
+        """
+        check_id(portfolio_id, "portfolio_id")
+        if not isinstance(prices, Mapping):
+            raise InvalidDataError("prices must be a mapping of symbol to Decimal")
+        symbols = [check_symbol(s) for s in prices]
+        values = [check_money(p, f"price of {s}", positive=True) for s, p in prices.items()]
+        if not symbols:
+            return 0
+        incoming = (
+            select(
+                func.unnest(bindparam("symbols", type_=ARRAY(String))).label("symbol"),
+                func.unnest(bindparam("prices", type_=ARRAY(Numeric(18, 8)))).label("price"),
+            )
+        ).subquery("incoming")
+        stmt = (
+            update(Position)
+            .where(
+                Position.portfolio_id == portfolio_id,
+                Position.symbol == incoming.c.symbol,
+            )
+            .values(current_price=incoming.c.price, version=Position.version + 1)
+            .execution_options(synchronize_session=False)
+        )
+        result: Any = await self._execute(stmt, {"symbols": symbols, "prices": values})
+        self._expire_positions(portfolio_id)
+        return int(result.rowcount)
+
+    def _expire_positions(self, portfolio_id: int) -> None:
+        """Positions changed behind the identity map: make loaded ones reload."""
+        for obj in list(self.session.identity_map.values()):
+            if isinstance(obj, Position) and obj.portfolio_id == portfolio_id:
+                self.session.expire(obj)

@@ -1,0 +1,103 @@
+"""Users and their API keys."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import func, select, update
+
+from alpha_data.errors import InvalidDataError, NotFoundError
+from alpha_data.models import ApiKey, User
+from alpha_data.repositories.base import Repository, check_id
+
+__all__ = ["ApiKeyRepository", "UserRepository"]
+
+
+class UserRepository(Repository[User]):
+    """Users: lookups by username and by email (any case)."""
+
+    model = User
+    orderable = frozenset({"id", "created_at", "updated_at", "username"})
+
+    async def get_by_username(self, username: str) -> User | None:
+        """The user with exactly this username, or None."""
+        if not isinstance(username, str):
+            raise InvalidDataError("username must be a string")
+        stmt = select(User).where(User.username == username)
+        user: User | None = (await self._execute(stmt)).scalar_one_or_none()
+        return user
+
+    async def get_by_email(self, email: str) -> User | None:
+        """The user with this email, compared case-insensitively, or None."""
+        if not isinstance(email, str):
+            raise InvalidDataError("email must be a string")
+        stmt = select(User).where(func.lower(User.email) == email.lower())
+        user: User | None = (await self._execute(stmt)).scalar_one_or_none()
+        return user
+
+    async def record_login(self, user_id: int) -> datetime:
+        """Set ``last_login`` to the database's now(); returns it."""
+        check_id(user_id, "user_id")
+        stmt = (
+            update(User)
+            .where(User.id == user_id)
+            .values(last_login=func.now())
+            .returning(User.last_login)
+            .execution_options(synchronize_session="fetch")
+        )
+        when: datetime | None = (await self._execute(stmt)).scalar_one_or_none()
+        if when is None:
+            raise NotFoundError(f"User {user_id} not found", table="users")
+        return when
+
+
+class ApiKeyRepository(Repository[ApiKey]):
+    """API keys: lookup by public prefix, listing per user, revocation."""
+
+    model = ApiKey
+    orderable = frozenset({"id", "created_at", "updated_at"})
+
+    async def get_by_prefix(self, prefix: str) -> ApiKey | None:
+        """The key with this public prefix (revoked or not), or None."""
+        if not isinstance(prefix, str):
+            raise InvalidDataError("prefix must be a string")
+        stmt = select(ApiKey).where(ApiKey.prefix == prefix)
+        key: ApiKey | None = (await self._execute(stmt)).scalar_one_or_none()
+        return key
+
+    async def list_for_user(self, user_id: int, *, include_revoked: bool = False) -> list[ApiKey]:
+        """Keys of a user, oldest first (revoked ones only when asked)."""
+        check_id(user_id, "user_id")
+        stmt = select(ApiKey).where(ApiKey.user_id == user_id).order_by(ApiKey.id)
+        if not include_revoked:
+            stmt = stmt.where(ApiKey.revoked_at.is_(None))
+        return list((await self._execute(stmt)).scalars().all())
+
+    async def revoke(self, key_id: int) -> ApiKey:
+        """Mark a key revoked now (idempotent: the first revocation time stays)."""
+        key = await self.get_one(key_id)
+        if key.revoked_at is None:
+            stmt = (
+                update(ApiKey)
+                .where(ApiKey.id == key.id, ApiKey.revoked_at.is_(None))
+                .values(revoked_at=func.now())
+                .returning(ApiKey.revoked_at)
+                .execution_options(synchronize_session=False)
+            )
+            revoked_at = (await self._execute(stmt)).scalar_one_or_none()
+            if revoked_at is not None:
+                key.revoked_at = revoked_at
+                self.session.expire(key, ["updated_at"])
+                await self.session.refresh(key, ["updated_at"])
+        return key
+
+    async def touch_last_used(self, key_id: int, at: datetime | None = None) -> None:
+        """Record use of a key; a single UPDATE, no ORM round trip."""
+        check_id(key_id, "key_id")
+        stmt = (
+            update(ApiKey)
+            .where(ApiKey.id == key_id)
+            .values(last_used=at if at is not None else func.now())
+            .execution_options(synchronize_session=False)
+        )
+        await self._execute(stmt)

@@ -1,0 +1,64 @@
+"""The test matrix: ``make test`` runs every default session below.
+
+Interpreters come from the machine (pyenv shims or PATH); a missing one fails
+the run instead of being skipped. Virtualenvs are built with uv.
+"""
+
+from __future__ import annotations
+
+import os
+
+import nox
+
+nox.options.default_venv_backend = "uv"
+nox.options.error_on_missing_interpreters = True
+nox.options.reuse_existing_virtualenvs = True
+nox.options.sessions = ["lint", "typecheck", "migrations", "tests"]
+
+PYTHONS = ["3.10", "3.11", "3.12", "3.13"]
+# Lowest: the first 2.0.x that runs on Python 3.13 (see docs/decisions.md).
+SQLALCHEMY = {
+    "lowest": "sqlalchemy[asyncio]==2.0.31",
+    "latest": "sqlalchemy[asyncio]>=2.1,<2.2",
+}
+
+os.environ.setdefault("UV_PYTHON_DOWNLOADS", "never")
+os.environ.setdefault("UV_PYTHON_PREFERENCE", "only-system")
+
+
+@nox.session(python=PYTHONS)
+@nox.parametrize("sqlalchemy", list(SQLALCHEMY))
+def tests(session: nox.Session, sqlalchemy: str) -> None:
+    """The test suite against real PostgreSQL and Redis."""
+    session.install("-e", ".[test]", SQLALCHEMY[sqlalchemy])
+    session.run("python", "-c", "import sqlalchemy; print('SQLAlchemy', sqlalchemy.__version__)")
+    session.run(
+        "pytest",
+        "-q",
+        "-p",
+        "no:cacheprovider",
+        "--ignore=tests/reliability",
+        *session.posargs,
+    )
+
+
+@nox.session(python="3.12")
+def lint(session: nox.Session) -> None:
+    """ruff check and ruff format --check."""
+    session.install("ruff>=0.6")
+    session.run("ruff", "check", ".")
+    session.run("ruff", "format", "--check", ".")
+
+
+@nox.session(python="3.12")
+def typecheck(session: nox.Session) -> None:
+    """mypy --strict on the package."""
+    session.install("-e", ".[test,web]", "mypy>=1.11")
+    session.run("mypy", "alpha_data")
+
+
+@nox.session(python="3.12")
+def migrations(session: nox.Session) -> None:
+    """upgrade, downgrade, upgrade and ``alembic check`` on a fresh database."""
+    session.install("-e", ".[test]")
+    session.run("python", "-m", "tests.migration_roundtrip")

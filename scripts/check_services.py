@@ -1,0 +1,45 @@
+"""Stop early, in one line, when PostgreSQL is not reachable (stdlib only).
+
+Reads ALPHA_DATA_DATABASE_URL from the environment or ./.env; prints which
+host/port could not be reached and how to point the project elsewhere.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+from pathlib import Path
+from urllib.parse import urlsplit
+
+DEFAULT = "postgresql+asyncpg://postgres@127.0.0.1:5432/alpha_data"
+
+
+def configured_url() -> str:
+    url = os.environ.get("ALPHA_DATA_DATABASE_URL")
+    env_file = Path(".env")
+    if url is None and env_file.exists():
+        for line in env_file.read_text().splitlines():
+            key, _, value = line.partition("=")
+            if key.strip() == "ALPHA_DATA_DATABASE_URL":
+                url = value.strip().strip("'\"")
+    return url or DEFAULT
+
+
+def main() -> int:
+    parts = urlsplit(configured_url())
+    host, port = parts.hostname or "127.0.0.1", parts.port or 5432
+    try:
+        with socket.create_connection((host, port), timeout=3):
+            return 0
+    except OSError as exc:
+        print(
+            f"error: cannot reach PostgreSQL at {host}:{port} ({exc.strerror or exc}); "
+            "start it or set ALPHA_DATA_DATABASE_URL (see .env.example)",
+            file=sys.stderr,
+        )
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
