@@ -162,6 +162,16 @@ def _is_connection_loss(exc: BaseException) -> bool:
     return False
 
 
+def is_database_error(exc: BaseException) -> bool:
+    """True for driver/SQLAlchemy errors that ``translate`` knows how to classify."""
+    kinds = (sa_exc.DBAPIError, sa_exc.TimeoutError, orm_exc.StaleDataError, OSError)
+    if isinstance(exc, kinds) or type(exc).__module__.startswith("asyncpg"):
+        return True
+    return isinstance(exc, sa_exc.StatementError) and isinstance(
+        exc.orig, (LookupError, ValueError, TypeError)
+    )
+
+
 def sqlstate_of(exc: BaseException) -> str | None:
     """The SQLSTATE carried by ``exc`` (or its cause), if any."""
     pg = _postgres_error(exc)
@@ -201,6 +211,13 @@ def translate(exc: BaseException) -> DataLayerError:
         )
     if isinstance(exc, sa_exc.TimeoutError):
         return TransientError("connection pool exhausted: no connection free within pool_timeout")
+    if (
+        isinstance(exc, sa_exc.StatementError)
+        and not isinstance(exc, sa_exc.DBAPIError)
+        and isinstance(exc.orig, (LookupError, ValueError, TypeError))
+    ):
+        # Raised by SQLAlchemy's type processing before anything was sent.
+        return InvalidDataError(f"invalid value: {str(exc.orig).splitlines()[0][:200]}")
     pg = _postgres_error(exc)
     code = str(pg.sqlstate) if pg is not None else None
     if code is not None:

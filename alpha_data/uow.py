@@ -16,6 +16,7 @@ from alpha_data.errors import (
     ReadOnlyError,
     TransientError,
     UnitOfWorkStateError,
+    is_database_error,
     translate,
 )
 from alpha_data.repositories import (
@@ -161,7 +162,7 @@ class UnitOfWork:
                 await session.close()
             except Exception:  # a dead connection cannot roll back; the server does
                 log.debug("session close failed after unit of work", exc_info=True)
-        if exc is not None and not isinstance(exc, DataLayerError) and _is_database_error(exc):
+        if exc is not None and not isinstance(exc, DataLayerError) and is_database_error(exc):
             raise translate(exc) from exc
 
     def on_commit(self, callback: AfterCommit) -> None:
@@ -176,7 +177,7 @@ class UnitOfWork:
         except DataLayerError:
             raise
         except Exception as exc:
-            if _is_database_error(exc):
+            if is_database_error(exc):
                 raise translate(exc) from exc
             raise
 
@@ -211,10 +212,3 @@ class UnitOfWork:
         self._after_commit.clear()
         await self.session.rollback()
 
-
-def _is_database_error(exc: BaseException) -> bool:
-    from sqlalchemy import exc as sa_exc
-    from sqlalchemy.orm import exc as orm_exc
-
-    kinds = (sa_exc.DBAPIError, sa_exc.TimeoutError, orm_exc.StaleDataError, OSError)
-    return isinstance(exc, kinds) or type(exc).__module__.startswith("asyncpg")

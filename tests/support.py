@@ -89,3 +89,12 @@ def count_statements(engine: AsyncEngine) -> Iterator[StatementCounter]:
         yield counter
     finally:
         event.remove(engine.sync_engine, "before_cursor_execute", counter)
+
+
+async def terminate_backend(pid: int) -> None:
+    """Kill a PostgreSQL backend from an unrelated connection (fault injection)."""
+    conn = await asyncpg.connect(_dsn(SERVER_URL), timeout=5)
+    try:
+        await conn.execute("SELECT pg_terminate_backend($1)", pid)
+    finally:
+        await conn.close()

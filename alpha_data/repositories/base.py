@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import builtins
 from collections.abc import Iterable, Mapping
+from datetime import datetime
+from decimal import Decimal
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
 from sqlalchemy import ColumnElement, Select, func, select, tuple_
+from sqlalchemy import Enum as SAEnum
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import InstrumentedAttribute
 
 from alpha_data.errors import DataLayerError, InvalidDataError, NotFoundError, translate
 from alpha_data.models.base import Base
 from alpha_data.repositories.pagination import Page, decode_cursor, encode_cursor
+from alpha_data.validation import check_aware, check_money, check_text
 
 if TYPE_CHECKING:
     from alpha_data.cache import Cache
@@ -73,9 +77,9 @@ class Repository(Generic[ModelT]):
             if value is None:
                 clauses.append(column.is_(None))
             elif isinstance(value, (list, tuple, set, frozenset)):
-                clauses.append(column.in_(list(value)))
+                clauses.append(column.in_([_filter_value(name, column, v) for v in value]))
             else:
-                clauses.append(column == value)
+                clauses.append(column == _filter_value(name, column, value))
         return clauses
 
     async def _execute(self, statement: Any, params: Any = None) -> Any:
@@ -204,3 +208,42 @@ class Repository(Generic[ModelT]):
         self._check_type(obj)
         await self.session.delete(obj)
         await self._flush()
+
+
+def _filter_value(name: str, column: InstrumentedAttribute[Any], value: Any) -> Any:
+    """Check a filter value against the column's Python type before it reaches SQL."""
+    sa_type = column.type
+    if isinstance(sa_type, SAEnum) and sa_type.enum_class is not None:
+        try:
+            return sa_type.enum_class(value)
+        except ValueError:
+            raise InvalidDataError(f"{name}: {value!r} is not an allowed value") from None
+    try:
+        expected: type = sa_type.python_type
+    except NotImplementedError:
+        raise InvalidDataError(f"cannot filter on {name!r}") from None
+    if expected in (dict, list):
+        raise InvalidDataError(f"cannot filter on JSON field {name!r} by equality")
+    if expected is int:
+        return check_id(value, name) if name == "id" or name.endswith("_id") else _int(name, value)
+    if expected is Decimal:
+        return -check_money(-value, name) if _is_negative(value) else check_money(value, name)
+    if expected is datetime:
+        return check_aware(value, name)
+    if expected is str:
+        return check_text(value, name, max_length=10_000, allow_empty=True)
+    if expected is bool and not isinstance(value, bool):
+        raise InvalidDataError(f"{name} must be true or false")
+    return value
+
+
+def _int(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidDataError(f"{name} must be an integer")
+    return value
+
+
+def _is_negative(value: Any) -> bool:
+    if isinstance(value, Decimal):
+        return value.is_finite() and value < 0
+    return isinstance(value, int) and not isinstance(value, bool) and value < 0
