@@ -22,7 +22,7 @@ from sqlalchemy.ext.asyncio import (
 )
 
 from alpha_data.cache import Cache, make_cache_backend
-from alpha_data.errors import DatabaseUnavailableError, TransientError, is_retryable
+from alpha_data.errors import DatabaseUnavailableError, TransientError, is_retryable, sqlstate_of
 from alpha_data.events import EventBus
 from alpha_data.health import ComponentHealth
 from alpha_data.settings import Settings
@@ -124,6 +124,9 @@ class Database:
     ) -> None:
         await self.close()
 
+    def _refusal(self, exc: BaseException) -> str | None:
+        return _refusal(exc, self._where(), urlsplit(self.settings.database_url).path.lstrip("/"))
+
     def _where(self) -> str:
         parts = urlsplit(self.settings.database_url)
         return f"{parts.hostname or 'localhost'}:{parts.port or 5432}"
@@ -143,10 +146,14 @@ class Database:
                 await asyncio.wait_for(self._server_version(), remaining)
                 break
             except Exception as exc:
-                if time.monotonic() + 0.05 >= deadline:
-                    raise DatabaseUnavailableError(
+                refused = self._refusal(exc)
+                if refused or time.monotonic() + 0.05 >= deadline:
+                    reason = refused or (
                         f"cannot reach PostgreSQL at {self._where()} after {attempt} attempts "
-                        f"({type(exc).__name__}); set ALPHA_DATA_DATABASE_URL to point elsewhere"
+                        f"({type(exc).__name__})"
+                    )
+                    raise DatabaseUnavailableError(
+                        f"{reason}; set ALPHA_DATA_DATABASE_URL to point elsewhere"
                     ) from None
                 await asyncio.sleep(
                     min(backoff_delay(attempt), max(0.0, deadline - time.monotonic()))
@@ -293,7 +300,8 @@ class Database:
             database = ComponentHealth(
                 ok=False,
                 latency_ms=None,
-                error=f"cannot reach PostgreSQL at {self._where()} ({type(exc).__name__})",
+                error=self._refusal(exc)
+                or f"cannot reach PostgreSQL at {self._where()} ({type(exc).__name__})",
             )
         cache = await self.cache.health()
         if not database.ok:
@@ -303,3 +311,13 @@ class Database:
         else:
             status = "ok"
         return Health(status=status, database=database, cache=cache, pool=self.pool_status())
+
+
+def _refusal(exc: BaseException, where: str = "", name: str = "") -> str | None:
+    """A reason that retrying cannot cure: missing database or rejected login."""
+    code = sqlstate_of(exc)
+    if code == "3D000":
+        return f"database {name!r} does not exist at {where} (run: alpha-data db create)"
+    if code in ("28P01", "28000"):
+        return f"PostgreSQL at {where} rejected the login (check the user and password)"
+    return None
