@@ -12,7 +12,8 @@ from types import TracebackType
 from typing import Any, Literal, TypeVar
 from urllib.parse import urlsplit
 
-from sqlalchemy import text
+from sqlalchemy import event, text
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import (
     AsyncConnection,
     AsyncEngine,
@@ -73,7 +74,9 @@ class Database:
             max_overflow=s.max_overflow,
             pool_timeout=s.pool_timeout,
             pool_recycle=s.pool_recycle,
-            pool_pre_ping=s.pool_pre_ping,
+            # SQLAlchemy's pre-ping costs BEGIN + ping + ROLLBACK per checkout;
+            # _drop_dead_connections (below) finds killed backends for free.
+            pool_pre_ping=False,
             echo=s.echo,
             hide_parameters=True,
             connect_args={
@@ -84,6 +87,8 @@ class Database:
                 },
             },
         )
+        if s.pool_pre_ping:
+            event.listen(self.engine.sync_engine.pool, "checkout", _drop_dead_connections)
         self._sessions = async_sessionmaker(self.engine, expire_on_commit=False)
         self._read_sessions = async_sessionmaker(
             self.engine.execution_options(isolation_level="AUTOCOMMIT"),
@@ -321,3 +326,15 @@ def _refusal(exc: BaseException, where: str = "", name: str = "") -> str | None:
     if code in ("28P01", "28000"):
         return f"PostgreSQL at {where} rejected the login (check the user and password)"
     return None
+
+
+def _drop_dead_connections(dbapi_connection: Any, record: Any, proxy: Any) -> None:
+    """Pool checkout hook: discard a connection whose server side has gone away.
+
+    asyncpg notices a terminated backend (FATAL + EOF) while the connection sits
+    idle in the pool, so ``is_closed()`` answers without a round trip; the pool
+    then retries with a fresh connection.
+    """
+    driver = getattr(dbapi_connection, "driver_connection", None)
+    if driver is not None and driver.is_closed():
+        raise DisconnectionError("pooled connection was closed by the server")

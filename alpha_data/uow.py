@@ -211,4 +211,3 @@ class UnitOfWork:
         """Roll back now; the UoW stays usable and after-commit callbacks are dropped."""
         self._after_commit.clear()
         await self.session.rollback()
-

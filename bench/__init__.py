@@ -1,0 +1,1 @@
+"""Benchmarks of alpha_data against raw asyncpg and redis-py (run: ``make bench``)."""
