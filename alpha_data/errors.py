@@ -154,7 +154,10 @@ def _is_connection_loss(exc: BaseException) -> bool:
         name = type(current).__name__
         if isinstance(current, (ConnectionError, asyncio.IncompleteReadError)):
             return True
-        if name in ("ConnectionDoesNotExistError", "ConnectionFailureError"):
+        # InternalClientError: asyncpg's protocol state broke (typically a FATAL
+        # from a terminated backend racing the next statement); the connection
+        # is unusable, so it is a lost connection for the caller.
+        if name in ("ConnectionDoesNotExistError", "ConnectionFailureError", "InternalClientError"):
             return True
         if isinstance(current, OSError) and not isinstance(current, FileNotFoundError):
             return True
