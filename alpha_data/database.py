@@ -12,6 +12,7 @@ from types import TracebackType
 from typing import Any, Literal, TypeVar
 from urllib.parse import urlsplit
 
+import orjson
 from sqlalchemy import event, text
 from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import (
@@ -79,6 +80,8 @@ class Database:
             pool_pre_ping=False,
             echo=s.echo,
             hide_parameters=True,
+            json_serializer=_json_dumps,
+            json_deserializer=orjson.loads,
             connect_args={
                 "timeout": s.connect_timeout,
                 "server_settings": {
@@ -163,7 +166,7 @@ class Database:
                 await asyncio.sleep(
                     min(backoff_delay(attempt), max(0.0, deadline - time.monotonic()))
                 )
-        if not await self.cache.backend.ping():
+        if self.cache.enabled and not await self.cache.backend.ping():
             log.warning("cache backend unreachable at start-up; running without cache")
 
     async def close(self) -> None:
@@ -233,6 +236,9 @@ class Database:
             read_only=read_only,
             cache=self.cache,
             events=self.events,
+            # A snapshot or serializable transaction must read what PostgreSQL
+            # shows it (and let SSI see the reads); it still invalidates.
+            cache_reads=isolation_level in (None, "READ COMMITTED"),
         )
 
     async def run(
@@ -338,3 +344,8 @@ def _drop_dead_connections(dbapi_connection: Any, record: Any, proxy: Any) -> No
     driver = getattr(dbapi_connection, "driver_connection", None)
     if driver is not None and driver.is_closed():
         raise DisconnectionError("pooled connection was closed by the server")
+
+
+def _json_dumps(value: Any) -> str:
+    """orjson for JSONB columns (exact, fast); SQLAlchemy wants text."""
+    return orjson.dumps(value).decode()

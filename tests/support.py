@@ -25,7 +25,15 @@ SERVER_URL = os.environ.get(
 )
 REDIS_URL = os.environ.get("ALPHA_DATA_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 
-ALL_TABLES = ("trades", "positions", "portfolios", "api_keys", "users", "alerts")
+ALL_TABLES = (
+    "trades",
+    "positions",
+    "portfolios",
+    "api_keys",
+    "users",
+    "alerts",
+    "alphapulse.metrics",  # partitioned: TRUNCATE empties every partition
+)
 
 
 def run_id() -> str:

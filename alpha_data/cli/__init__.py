@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from alpha_data.cli import db as db_commands
 from alpha_data.cli.common import app
+from alpha_data.cli.metrics import metrics_app
 
 __all__ = ["app", "main"]
 
 app.add_typer(db_commands.db_app, name="db")
+app.add_typer(metrics_app, name="metrics")
 db_commands.register(app)
 
 
