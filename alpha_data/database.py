@@ -166,7 +166,7 @@ class Database:
                 await asyncio.sleep(
                     min(backoff_delay(attempt), max(0.0, deadline - time.monotonic()))
                 )
-        if self.cache.enabled and not await self.cache.backend.ping():
+        if not await self.cache.backend.ping():
             log.warning("cache backend unreachable at start-up; running without cache")
 
     async def close(self) -> None:
@@ -236,9 +236,6 @@ class Database:
             read_only=read_only,
             cache=self.cache,
             events=self.events,
-            # A snapshot or serializable transaction must read what PostgreSQL
-            # shows it (and let SSI see the reads); it still invalidates.
-            cache_reads=isolation_level in (None, "READ COMMITTED"),
         )
 
     async def run(
