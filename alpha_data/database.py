@@ -7,7 +7,7 @@ import logging
 import random
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Literal, TypeVar
 from urllib.parse import urlsplit
@@ -27,10 +27,14 @@ from alpha_data.cache import Cache, make_cache_backend
 from alpha_data.errors import DatabaseUnavailableError, TransientError, is_retryable, sqlstate_of
 from alpha_data.events import EventBus
 from alpha_data.health import ComponentHealth
+from alpha_data.observability import probes, sqlhooks
+from alpha_data.observability.stats import Counters, EventStats, PoolStats, Stats
+from alpha_data.pgbouncer import check_statement_timeout, connect_args
+from alpha_data.routing import Router, session_options
 from alpha_data.settings import Settings
 from alpha_data.uow import IsolationLevel, ReadOnlySession, UnitOfWork
 
-__all__ = ["ComponentHealth", "Database", "Health"]
+__all__ = ["ComponentHealth", "Database", "Health", "Stats"]
 
 log = logging.getLogger("alpha_data.database")
 
@@ -48,6 +52,8 @@ class Health:
     database: ComponentHealth
     cache: ComponentHealth
     pool: dict[str, int]
+    #: One entry per configured read replica, keyed by ``host:port/database``.
+    replicas: dict[str, ComponentHealth] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -69,35 +75,26 @@ class Database:
     def __init__(self, settings: Settings | None = None) -> None:
         self.settings = settings or Settings()
         s = self.settings
-        self.engine: AsyncEngine = create_async_engine(
-            s.database_url,
-            pool_size=s.pool_size,
-            max_overflow=s.max_overflow,
-            pool_timeout=s.pool_timeout,
-            pool_recycle=s.pool_recycle,
-            # SQLAlchemy's pre-ping costs BEGIN + ping + ROLLBACK per checkout;
-            # _drop_dead_connections (below) finds killed backends for free.
-            pool_pre_ping=False,
-            echo=s.echo,
-            hide_parameters=True,
-            json_serializer=_json_dumps,
-            json_deserializer=orjson.loads,
-            connect_args={
-                "timeout": s.connect_timeout,
-                "server_settings": {
-                    "application_name": "alpha_data",
-                    "statement_timeout": str(int(s.statement_timeout * 1000)),
-                },
-            },
+        self.engine: AsyncEngine = self._make_engine(s.database_url)
+        #: What ``stats()`` reports; statement/pool hooks and units of work count into it.
+        self.counters = Counters()
+        sqlhooks.install(self.engine, self.counters, s.slow_query_ms)
+        #: Sends read-only units of work to replicas (None without ``replica_urls``).
+        self.router: Router | None = (
+            Router.from_settings(self.engine, s, self._replica_engine) if s.replica_urls else None
         )
-        if s.pool_pre_ping:
-            event.listen(self.engine.sync_engine.pool, "checkout", _drop_dead_connections)
-        self._sessions = async_sessionmaker(self.engine, expire_on_commit=False)
-        self._read_sessions = async_sessionmaker(
+        self._sessions: async_sessionmaker[AsyncSession] = async_sessionmaker(
+            self.engine,
+            expire_on_commit=False,
+            **session_options(self.router, read_only=False, execution_options={}),
+        )
+        self._read_sessions: async_sessionmaker[AsyncSession] = async_sessionmaker(
             self.engine.execution_options(isolation_level="AUTOCOMMIT"),
             expire_on_commit=False,
-            sync_session_class=ReadOnlySession,
             autoflush=False,
+            **session_options(
+                self.router, read_only=True, execution_options={"isolation_level": "AUTOCOMMIT"}
+            ),
         )
         self._isolated: dict[tuple[str, bool], async_sessionmaker[AsyncSession]] = {}
         self.cache: Cache = Cache(
@@ -109,6 +106,38 @@ class Database:
         )
         self.events = EventBus(self.cache.backend, prefix=s.cache_prefix)
         self._closed = False
+
+    def _make_engine(self, url: str) -> AsyncEngine:
+        """An engine and pool for ``url`` (the primary or a replica) from Settings."""
+        s = self.settings
+        engine = create_async_engine(
+            url,
+            pool_size=s.pool_size,
+            max_overflow=s.max_overflow,
+            pool_timeout=s.pool_timeout,
+            pool_recycle=s.pool_recycle,
+            # SQLAlchemy's pre-ping costs BEGIN + ping + ROLLBACK per checkout;
+            # _drop_dead_connections (below) finds killed backends for free.
+            pool_pre_ping=False,
+            # AsyncAdaptedQueuePool that counts waits and timeouts for stats().
+            poolclass=sqlhooks.ObservedPool,
+            echo=s.echo,
+            hide_parameters=True,
+            # SQLAlchemy logs on sqlalchemy.engine.Engine.alpha_data, whose
+            # DEBUG result rows sqlhooks.install() blanks (they may hold hashes).
+            logging_name="alpha_data",
+            json_serializer=_json_dumps,
+            json_deserializer=orjson.loads,
+            connect_args=connect_args(s),
+        )
+        if s.pool_pre_ping:
+            event.listen(engine.sync_engine.pool, "checkout", _drop_dead_connections)
+        return engine
+
+    def _replica_engine(self, url: str) -> AsyncEngine:
+        engine = self._make_engine(url)
+        sqlhooks.install(engine, self.counters, self.settings.slow_query_ms)
+        return engine
 
     def __repr__(self) -> str:
         return f"Database({self.settings.safe_database_url!r})"
@@ -166,7 +195,9 @@ class Database:
                 await asyncio.sleep(
                     min(backoff_delay(attempt), max(0.0, deadline - time.monotonic()))
                 )
-        if not await self.cache.backend.ping():
+        if self.settings.pgbouncer_mode:
+            await check_statement_timeout(self.engine, self.settings)
+        if self.cache.enabled and not await self.cache.backend.ping():
             log.warning("cache backend unreachable at start-up; running without cache")
 
     async def close(self) -> None:
@@ -176,6 +207,8 @@ class Database:
         self._closed = True
         await self.events.close()
         await self.cache.close()
+        if self.router is not None:
+            await self.router.close()
         await self.engine.dispose()
 
     # -- sessions and units of work -----------------------------------------
@@ -218,7 +251,14 @@ class Database:
             factory = async_sessionmaker(
                 engine,
                 expire_on_commit=False,
-                sync_session_class=ReadOnlySession if read_only else None,
+                **session_options(
+                    self.router,
+                    read_only=read_only,
+                    execution_options={
+                        "isolation_level": isolation_level,
+                        "postgresql_readonly": read_only,
+                    },
+                ),
             )
             self._isolated[key] = factory
         return factory
@@ -236,6 +276,10 @@ class Database:
             read_only=read_only,
             cache=self.cache,
             events=self.events,
+            # A snapshot or serializable transaction must read what PostgreSQL
+            # shows it (and let SSI see the reads); it still invalidates.
+            cache_reads=isolation_level in (None, "READ COMMITTED"),
+            counters=self.counters,
         )
 
     async def run(
@@ -258,7 +302,9 @@ class Database:
         while True:
             attempt += 1
             try:
-                async with self.unit_of_work(isolation_level=isolation_level) as uow:
+                uow = self.unit_of_work(isolation_level=isolation_level)
+                uow.attempt = attempt
+                async with uow:
                     result = await fn(uow)
                     await uow.commit()
                 return result
@@ -267,14 +313,37 @@ class Database:
                 if not retry:
                     raise
                 if attempt >= attempts:
+                    log.warning(
+                        "transaction failed after %d attempts (SQLSTATE %s)",
+                        attempt,
+                        exc.sqlstate,
+                        extra={
+                            "attempt": attempt,
+                            "attempts": attempts,
+                            "sqlstate": exc.sqlstate,
+                            "error": type(exc).__name__,
+                        },
+                    )
                     raise TransientError(
                         f"gave up after {attempts} attempts: {exc.message}",
                         sqlstate=exc.sqlstate,
                     ) from exc
                 delay = backoff_delay(attempt)
+                if self.counters.enabled:
+                    self.counters.retried += 1
                 log.info(
-                    "retrying transaction",
-                    extra={"attempt": attempt, "sqlstate": exc.sqlstate, "backoff_s": delay},
+                    "retrying transaction after attempt %d of %d (SQLSTATE %s, backoff %.3f s)",
+                    attempt,
+                    attempts,
+                    exc.sqlstate,
+                    delay,
+                    extra={
+                        "attempt": attempt,
+                        "attempts": attempts,
+                        "sqlstate": exc.sqlstate,
+                        "error": type(exc).__name__,
+                        "backoff_s": delay,
+                    },
                 )
                 await asyncio.sleep(delay)
 
@@ -285,14 +354,45 @@ class Database:
             return str((await conn.execute(text("SHOW server_version"))).scalar_one())
 
     def pool_status(self) -> dict[str, int]:
-        """Size, checked-out and overflow counts of the connection pool."""
+        """Size, checked-out and overflow counts of the connection pool, and its waits."""
         pool: Any = self.engine.pool
         out: dict[str, int] = {}
         for name in ("size", "checkedout", "overflow", "checkedin"):
             method = getattr(pool, name, None)
             if callable(method):
                 out[name] = int(method())
+        if "overflow" in out:  # QueuePool counts unopened pool slots as negative overflow
+            out["overflow"] = max(0, out["overflow"])
+        out["max_overflow"] = self.settings.max_overflow
+        out["waits"] = self.counters.pool_waits
+        out["timeouts"] = self.counters.pool_timeouts
         return out
+
+    def stats(self) -> Stats:
+        """A typed snapshot of pool, unit-of-work, statement, cache and event counters.
+
+        Counts run from the creation of this Database (see docs/operations.md);
+        the pool's size, checked-out and overflow numbers are live. Cheap and
+        synchronous: no I/O.
+        """
+        counters = self.counters
+        pool = self.pool_status()
+        return Stats(
+            pool=PoolStats(
+                size=pool.get("size", 0),
+                checked_out=pool.get("checkedout", 0),
+                overflow=pool.get("overflow", 0),
+                waits=counters.pool_waits,
+                timeouts=counters.pool_timeouts,
+                wait_seconds=counters.pool_wait_seconds,
+                max_overflow=self.settings.max_overflow,
+                checked_in=pool.get("checkedin", 0),
+            ),
+            uows=counters.uow_stats(),
+            statements=counters.statement_stats(),
+            cache=self.cache.stats(),
+            events=EventStats(published=self.events.published, failed=self.events.failed),
+        )
 
     async def health(self) -> Health:
         """Round-trip PostgreSQL and the cache; never raises."""
@@ -311,14 +411,28 @@ class Database:
                 error=self._refusal(exc)
                 or f"cannot reach PostgreSQL at {self._where()} ({type(exc).__name__})",
             )
-        cache = await self.cache.health()
+        cache, replicas = await asyncio.gather(
+            self.cache.health(),
+            probes.probe_replicas(self.settings.replica_urls, self.settings.connect_timeout),
+        )
+        if self.router is not None:  # what read routing thinks of each replica
+            routing = {str(r.get("replica")): r for r in self.router.status()}
+            for where, replica in replicas.items():
+                if where in routing:
+                    replica.detail["routing"] = routing[where]
         if not database.ok:
             status: Literal["ok", "degraded", "down"] = "down"
-        elif not cache.ok:
+        elif not cache.ok or not all(r.ok for r in replicas.values()):
             status = "degraded"
         else:
             status = "ok"
-        return Health(status=status, database=database, cache=cache, pool=self.pool_status())
+        return Health(
+            status=status,
+            database=database,
+            cache=cache,
+            pool=self.pool_status(),
+            replicas=replicas,
+        )
 
 
 def _refusal(exc: BaseException, where: str = "", name: str = "") -> str | None:

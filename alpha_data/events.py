@@ -1,27 +1,51 @@
-"""Typed publish/subscribe over the cache backend's pub/sub (Redis or in-process)."""
+"""Typed publish/subscribe over Redis pub/sub (or the in-process backend).
+
+Events are pydantic models sent as JSON on ``<prefix>:events:<channel>``::
+
+    await db.events.publish(TradeExecuted(...))           # after a commit
+    uow.publish_after_commit(TradeExecuted(...))          # inside a unit of work
+
+    async for event in db.events.subscribe(TradeExecuted, AlertRaised):
+        ...                                               # typed, parsed events
+
+Delivery is Redis pub/sub: at most once, to subscribers connected at the
+time. A subscription survives connection loss and Redis restarts by
+resubscribing (with backoff); events published while it was disconnected
+are not replayed. Publishing never raises for an outage: it returns False.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
 from datetime import datetime
 from decimal import Decimal
-from typing import ClassVar, TypeVar
+from types import TracebackType
+from typing import Any, ClassVar, Generic, TypeVar
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, ValidationError
 
-from alpha_data.cache.backends import CacheBackend, CacheUnavailable
+from alpha_data.cache.backends import CacheBackend, CacheUnavailable, PubSubLink
+from alpha_data.cache.breaker import Breaker
 
-__all__ = ["AlertRaised", "Event", "EventBus", "PositionChanged", "TradeExecuted"]
+__all__ = [
+    "AlertRaised",
+    "Event",
+    "EventBus",
+    "PositionChanged",
+    "Subscription",
+    "TradeExecuted",
+]
 
 log = logging.getLogger("alpha_data.events")
 
 E = TypeVar("E", bound="Event")
 
+_MAX_BACKOFF = 5.0
+
 
 class Event(BaseModel):
-    """Base of every event; ``channel`` names the Redis channel it travels on."""
+    """Base of every event; ``channel`` names the channel it travels on."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
     channel: ClassVar[str] = "event"
@@ -60,53 +84,136 @@ class AlertRaised(Event):
     source: str
 
 
+class Subscription(Generic[E]):
+    """An async iterator of typed events; resubscribes after the link drops.
+
+    Subscribing happens on first iteration or on ``await start()`` (which
+    returns once the subscription is confirmed, so nothing published after
+    it is missed). Close it with ``aclose()`` or ``async with``.
+    """
+
+    def __init__(
+        self, bus: EventBus, event_types: tuple[type[E], ...], reconnect_delay: float
+    ) -> None:
+        self._bus = bus
+        self._types = {bus.channel_for(t): t for t in event_types}
+        self._delay = reconnect_delay
+        self._link: PubSubLink | None = None
+        self._closed = False
+        #: How many times the link was lost and re-established.
+        self.reconnects = 0
+
+    async def start(self) -> Subscription[E]:
+        """Subscribe now (retrying until it succeeds); returns self."""
+        await self._connect()
+        return self
+
+    async def _connect(self) -> PubSubLink:
+        delay = self._delay
+        while self._link is None:
+            if self._closed:
+                raise StopAsyncIteration
+            try:
+                self._link = await self._bus.backend.subscribe(list(self._types))
+            except CacheUnavailable as exc:
+                self._bus.breaker.failure(exc, "subscribe")
+                await asyncio.sleep(delay)
+                delay = min(_MAX_BACKOFF, delay * 2)
+        return self._link
+
+    def __aiter__(self) -> Subscription[E]:
+        return self
+
+    async def __anext__(self) -> E:
+        while True:
+            link = await self._connect()
+            try:
+                received = await link.receive(1.0)
+            except CacheUnavailable as exc:
+                self._bus.breaker.failure(exc, "subscription")
+                self._link = None
+                await link.close()
+                self.reconnects += 1
+                await asyncio.sleep(self._delay)
+                continue
+            if received is None:
+                if self._closed:
+                    raise StopAsyncIteration
+                continue
+            channel, data = received
+            event_type = self._types.get(channel)
+            if event_type is None:
+                continue
+            try:
+                return event_type.model_validate_json(data)
+            except ValidationError:
+                log.warning("dropped a malformed event", extra={"channel": channel})
+
+    async def aclose(self) -> None:
+        """Unsubscribe; iteration stops."""
+        self._closed = True
+        self._bus._subscriptions.discard(self)
+        link, self._link = self._link, None
+        if link is not None:
+            await link.close()
+
+    async def __aenter__(self) -> Subscription[E]:
+        return await self.start()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+
 class EventBus:
     """Publish typed events as JSON on ``<prefix>:events:<channel>``; subscribe to them."""
 
-    def __init__(self, backend: CacheBackend, *, prefix: str) -> None:
+    def __init__(
+        self, backend: CacheBackend, *, prefix: str, breaker: Breaker | None = None
+    ) -> None:
         self.backend = backend
         self.prefix = prefix
+        self.breaker = breaker or Breaker(
+            name="events", fallback="events are not delivered until it is back"
+        )
         self.published = 0
         self.failed = 0
+        self._subscriptions: set[Subscription[Any]] = set()
 
     def channel_for(self, event_type: type[Event]) -> str:
         """The full channel name of an event class."""
         return f"{self.prefix}:events:{event_type.channel}"
 
     async def publish(self, event: Event) -> bool:
-        """Send ``event``; returns False (and logs) when the bus is unreachable."""
+        """Send ``event``; False (counted, warned at most once per interval) when it cannot."""
+        if not self.breaker.allow():
+            self.failed += 1
+            return False
         try:
             await self.backend.publish(
                 self.channel_for(type(event)), event.model_dump_json().encode()
             )
         except CacheUnavailable as exc:
             self.failed += 1
-            log.warning("event not published: bus unavailable", extra={"error": str(exc)})
+            self.breaker.failure(exc, f"publish {type(event).__name__}")
             return False
         self.published += 1
         return True
 
-    async def subscribe(
-        self, *event_types: type[E], reconnect_delay: float = 0.5
-    ) -> AsyncIterator[E]:
-        """Yield parsed events of the given types; resubscribes after a Redis restart."""
+    def subscribe(self, *event_types: type[E], reconnect_delay: float = 0.2) -> Subscription[E]:
+        """An async iterator of events of these types (see Subscription)."""
         if not event_types:
             raise ValueError("subscribe needs at least one event type")
-        by_channel = {self.channel_for(t): t for t in event_types}
-        while True:
-            try:
-                async for channel, data in self.backend.subscribe(list(by_channel)):
-                    event_type = by_channel.get(channel)
-                    if event_type is None:
-                        continue
-                    try:
-                        yield event_type.model_validate_json(data)
-                    except ValueError:
-                        log.warning("dropped malformed event", extra={"channel": channel})
-            except CacheUnavailable:
-                log.warning("event subscription lost; resubscribing")
-                await asyncio.sleep(reconnect_delay)
+        subscription = Subscription(self, event_types, reconnect_delay)
+        self._subscriptions.add(subscription)
+        return subscription
 
     async def close(self) -> None:
-        """Nothing to release: subscriptions end with their iterators."""
-        return None
+        """Close every subscription made through this bus."""
+        subscriptions, self._subscriptions = self._subscriptions, set()
+        for subscription in subscriptions:
+            await subscription.aclose()

@@ -6,13 +6,13 @@ from collections.abc import Iterator
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 __all__ = ["Settings", "mask_url"]
 
 _DB_SCHEMES = ("postgresql+asyncpg", "postgresql", "postgres")
-_REDIS_SCHEMES = ("redis", "rediss", "unix", "memory", "redis+sentinel")
+_REDIS_SCHEMES = ("redis", "rediss", "unix", "memory", "redis+sentinel", "redis+cluster")
 
 
 def mask_url(url: str) -> str:
@@ -57,6 +57,30 @@ class Settings(BaseSettings):
     replica_urls: list[str] = Field(
         default_factory=list, description="Read replicas (JSON list in the environment)."
     )
+    read_your_writes: bool = Field(
+        default=True,
+        description=(
+            "After a commit, this Database reads from the primary until a replica has "
+            "replayed past the commit's WAL position (see docs/scaling.md)."
+        ),
+    )
+    replica_max_lag: float = Field(
+        default=10.0,
+        gt=0,
+        description="Replicas measured further behind the primary than this (s) serve no reads.",
+    )
+    replica_check_interval: float = Field(
+        default=1.0,
+        gt=0,
+        description="Seconds between health and lag probes of each replica.",
+    )
+    pgbouncer_mode: bool = Field(
+        default=False,
+        description=(
+            "Connect through PgBouncer in transaction pooling: unnamed statements, no "
+            "statement caches, statement_timeout set server-side (docs/scaling.md)."
+        ),
+    )
     pool_size: int = Field(default=10, ge=1, le=1000)
     max_overflow: int = Field(default=5, ge=0, le=1000)
     pool_timeout: float = Field(default=10.0, gt=0)
@@ -64,12 +88,24 @@ class Settings(BaseSettings):
     pool_pre_ping: bool = True
     connect_timeout: float = Field(default=10.0, gt=0)
     statement_timeout: float = Field(default=30.0, ge=0)
+    slow_query_ms: float = Field(
+        default=500.0,
+        ge=0,
+        description=(
+            "Statements slower than this many milliseconds are logged at WARNING on "
+            "alpha_data.sql with their SQL text and duration, never their parameters "
+            "(0 logs every statement)."
+        ),
+    )
     echo: bool = False
     cache_enabled: bool = True
     cache_ttl: float = Field(default=300.0, gt=0)
     cache_negative_ttl: float = Field(default=30.0, gt=0)
     cache_prefix: str = Field(default="alpha", min_length=1, max_length=64)
     redis_socket_timeout: float = Field(default=0.5, gt=0)
+    api_key_pepper: SecretStr | None = Field(
+        default=None, description="Server-side secret mixed into API-key hashes (HMAC key)."
+    )
 
     @field_validator("database_url", "replica_urls")
     @classmethod

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Awaitable, Callable
+from time import perf_counter
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -11,6 +13,7 @@ from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import ORMExecuteState, Session
 
+from alpha_data.cache.invalidation import CacheScope
 from alpha_data.errors import (
     DataLayerError,
     ReadOnlyError,
@@ -19,6 +22,8 @@ from alpha_data.errors import (
     is_database_error,
     translate,
 )
+from alpha_data.observability.sqlhooks import CURRENT_UOW
+from alpha_data.observability.stats import COMMITTED, FAILED, READ_ONLY, ROLLED_BACK
 from alpha_data.repositories import (
     AlertRepository,
     ApiKeyRepository,
@@ -29,7 +34,8 @@ from alpha_data.repositories import (
 
 if TYPE_CHECKING:
     from alpha_data.cache import Cache
-    from alpha_data.events import EventBus
+    from alpha_data.events import Event, EventBus
+    from alpha_data.observability.stats import Counters
 
 __all__ = ["AfterCommit", "IsolationLevel", "ReadOnlySession", "UnitOfWork"]
 
@@ -63,6 +69,11 @@ class UnitOfWork:
     Repositories (``users``, ``api_keys``, ``portfolios``, ``alerts``,
     ``metrics``) are bound to ``session``. Callbacks given to ``on_commit``
     run after a successful commit, in order, outside the transaction.
+
+    With a cache, the UoW records what its flushes and statements change and
+    invalidates it right after COMMIT, before the callbacks; a rollback
+    invalidates nothing. ``cache_reads=False`` (REPEATABLE READ and
+    SERIALIZABLE units of work) sends cached reads straight to PostgreSQL.
     """
 
     def __init__(
@@ -72,15 +83,28 @@ class UnitOfWork:
         read_only: bool = False,
         cache: Cache | None = None,
         events: EventBus | None = None,
+        cache_reads: bool = True,
+        counters: Counters | None = None,
     ) -> None:
         self._factory = session_factory
         self.read_only = read_only
         self.cache = cache
         self.events = events
+        self._cache_reads = cache_reads
+        self._scope: CacheScope | None = None
         self._state = _NEW
         self._session: AsyncSession | None = None
         self._after_commit: list[AfterCommit] = []
         self._repos: dict[str, Any] = {}
+        # Observability (docs/operations.md): counted into ``counters``.
+        self._counters = counters
+        #: Statements sent while this unit of work was the current one.
+        self.statements = 0
+        #: Which run of ``db.run`` this is (1 = first; > 1 = a retry).
+        self.attempt = 1
+        self._commits = 0
+        self._started = 0.0
+        self._observing: tuple[Any, Any] | None = None  # (context token, tracer handle)
 
     # -- state ---------------------------------------------------------------
 
@@ -142,7 +166,18 @@ class UnitOfWork:
         if self._state != _NEW:
             raise UnitOfWorkStateError("a unit of work can be entered only once; open a new one")
         self._session = self._factory()
+        if self.cache is not None:
+            self._scope = CacheScope(self.cache, reads=self._cache_reads)
+            self._scope.bind(self._session)
         self._state = _ACTIVE
+        counters = self._counters
+        if counters is not None and counters.active:
+            self._started = perf_counter()
+            tracer = counters.tracer
+            self._observing = (
+                CURRENT_UOW.set(self),
+                tracer.start(self) if tracer is not None else None,
+            )
         return self
 
     async def __aexit__(
@@ -155,6 +190,8 @@ class UnitOfWork:
         self._state = _ENDED
         self._after_commit.clear()
         self._repos.clear()
+        if self._scope is not None:
+            self._scope.discard()
         if session is not None:
             try:
                 # close() releases the connection (rolling back anything not
@@ -162,13 +199,71 @@ class UnitOfWork:
                 await session.close()
             except Exception:  # a dead connection cannot roll back; the server does
                 log.debug("session close failed after unit of work", exc_info=True)
+        error: BaseException | None = None
         if exc is not None and not isinstance(exc, DataLayerError) and is_database_error(exc):
-            raise translate(exc) from exc
+            error = translate(exc)
+        if self._observing is not None:
+            self._observe(error or exc)
+        if error is not None:
+            raise error from exc
+
+    def _observe(self, error: BaseException | None) -> None:
+        """Count the outcome, log the DEBUG line, end the span (never raises)."""
+        assert self._observing is not None
+        token, handle = self._observing
+        self._observing = None
+        try:
+            CURRENT_UOW.reset(token)
+        except ValueError:  # exited in another context than it was entered in
+            CURRENT_UOW.set(None)
+        elapsed = perf_counter() - self._started
+        if error is not None:
+            outcome, error_name = FAILED, type(error).__name__
+        elif self._commits:
+            outcome, error_name = COMMITTED, None
+        else:
+            outcome, error_name = (READ_ONLY if self.read_only else ROLLED_BACK), None
+        counters = self._counters
+        if counters is None:
+            return
+        if counters.enabled:
+            counters.record_uow(outcome, error_name)
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug(
+                "unit of work %s in %.2f ms (%d statements, attempt %d)%s",
+                outcome,
+                elapsed * 1000,
+                self.statements,
+                self.attempt,
+                f": {error_name}" if error_name else "",
+                extra={
+                    "outcome": outcome,
+                    "duration_ms": round(elapsed * 1000, 3),
+                    "statements": self.statements,
+                    "attempt": self.attempt,
+                    "retries": self.attempt - 1,
+                    "error": error_name,
+                    "read_only": self.read_only,
+                },
+            )
+        tracer = counters.tracer if handle is not None else None
+        if tracer is not None:
+            try:
+                tracer.finish(handle, self, outcome, error_name, elapsed)
+            except Exception:
+                log.debug("tracing the unit of work failed", exc_info=True)
 
     def on_commit(self, callback: AfterCommit) -> None:
         """Run ``await callback()`` after the next successful commit (never on rollback)."""
         self.session  # noqa: B018 - raises when not active
         self._after_commit.append(callback)
+
+    def publish_after_commit(self, event: Event) -> None:
+        """Publish ``event`` on ``db.events`` after the next successful commit (not on rollback)."""
+        events = self.events
+        if events is None:
+            raise UnitOfWorkStateError("this unit of work has no event bus")
+        self.on_commit(functools.partial(events.publish, event))
 
     async def flush(self) -> None:
         """Send pending changes to PostgreSQL now (errors arrive typed)."""
@@ -194,12 +289,15 @@ class UnitOfWork:
         except Exception as exc:
             error = translate(exc)
             if isinstance(error, TransientError) and error.sqlstate not in ("40001", "40P01"):
+                await self._invalidate()  # it may have committed: invalidating is the safe side
                 raise TransientError(
                     "connection lost while COMMIT was in flight: the outcome is unknown",
                     outcome_unknown=True,
                     sqlstate=error.sqlstate,
                 ) from exc
             raise error from exc
+        self._commits += 1
+        await self._invalidate()
         callbacks, self._after_commit = self._after_commit, []
         for callback in callbacks:
             try:
@@ -207,7 +305,18 @@ class UnitOfWork:
             except Exception:
                 log.exception("after-commit callback failed; the commit stands")
 
+    async def _invalidate(self) -> None:
+        """Deliver the cache invalidations of what was committed (a failure is only logged)."""
+        if self._scope is None:
+            return
+        try:
+            await self._scope.deliver()
+        except Exception:
+            log.exception("cache invalidation failed; the commit stands")
+
     async def rollback(self) -> None:
         """Roll back now; the UoW stays usable and after-commit callbacks are dropped."""
         self._after_commit.clear()
+        if self._scope is not None:
+            self._scope.discard()
         await self.session.rollback()

@@ -39,7 +39,12 @@ def _modules() -> list[Any]:
     import importlib
 
     found = [bench_repositories]
-    for name in ("bench.bench_cache", "bench.bench_metrics", "bench.bench_services"):
+    for name in (
+        "bench.bench_cache",
+        "bench.bench_metrics",
+        "bench.bench_services",
+        "bench.bench_observability",
+    ):
         try:
             found.append(importlib.import_module(name))
         except ModuleNotFoundError:

@@ -788,3 +788,19 @@ async def test_cli_ensure_partitions(database_url, monkeypatch):
         assert bad.exit_code != 0
     finally:
         await drop_partitions(database_url, made)
+
+
+async def test_count_by_name_span_and_labels(db):
+    base = datetime.now(timezone.utc).replace(microsecond=0)
+    async with db.unit_of_work() as uow:
+        await uow.metrics.insert_many(
+            MetricPoint(base - timedelta(minutes=i), "counted", float(i), {"k": str(i % 2)})
+            for i in range(10)
+        )
+        assert await uow.metrics.count("counted") == 10
+        assert await uow.metrics.count("counted", labels={"k": "1"}) == 5
+        assert await uow.metrics.count("counted", start=base - timedelta(minutes=3)) == 4
+        assert await uow.metrics.count("counted", end=base - timedelta(minutes=8)) == 1
+        assert await uow.metrics.count("nothing") == 0
+        with pytest.raises(InvalidDataError):
+            await uow.metrics.count("counted", start=base, end=base - timedelta(days=1))

@@ -1,29 +1,66 @@
-"""Cache: the fail-open front of a backend, with key layout, TTLs and counters."""
+"""Cache: the fail-open front of a backend (key layout, TTLs, counters, background stores).
+
+Every backend failure becomes "no cache" for the caller: reads go to
+PostgreSQL, commits still commit. Invalidations that could not be delivered
+are kept (up to ``MAX_PENDING`` tags) and delivered before this process
+reads from the cache again; past that bound everything under the prefix is
+deleted once the backend answers. Other processes holding entries that a
+lost invalidation should have removed serve them at most until their TTL.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import os
 import time
+from collections import deque
+from collections.abc import Awaitable, Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
-from alpha_data.cache.backends import CacheBackend, CacheUnavailable
+from alpha_data.cache.backends import CacheBackend, CacheUnavailable, Store
+from alpha_data.cache.breaker import Breaker
+from alpha_data.cache.flight import Flights
+from alpha_data.cache.tags import entity_keys
 from alpha_data.health import ComponentHealth
 
-__all__ = ["Cache", "CacheStats"]
+__all__ = ["MAX_PENDING", "Cache", "CacheStats"]
 
 log = logging.getLogger("alpha_data.cache")
 
-_WARN_INTERVAL = 30.0
+#: Undelivered invalidation tags kept for redelivery before falling back to a full clear.
+MAX_PENDING = 10_000
+#: Most entries sent in one pipelined round trip by the background store.
+STORE_BATCH = 64
+#: Tags live at least this long (and twice the longest TTL): a tag that expires
+#: only turns the entries under it into misses.
+MIN_TAG_TTL = 86_400.0
 
 
 @dataclass(frozen=True)
 class CacheStats:
-    """Counters since the Database was created."""
+    """Counters since the Database was created.
+
+    ``hits``/``misses`` count cached reads served from / not found in the
+    cache; ``coalesced`` reads waited for another caller's query;
+    ``bypassed`` reads went straight to PostgreSQL (backend down, pending
+    writes in the unit of work, unkeyable arguments, ``cached=False``...);
+    ``errors`` are backend failures; ``invalidations`` tags bumped;
+    ``stores`` entries written and ``store_conflicts`` entries refused
+    because a tag moved while the query ran.
+    """
 
     hits: int
     misses: int
     errors: int
     invalidations: int
+    coalesced: int = 0
+    bypassed: int = 0
+    stores: int = 0
+    store_conflicts: int = 0
+    corrupt: int = 0
+    pending_invalidations: int = 0
 
 
 class Cache:
@@ -37,62 +74,275 @@ class Cache:
         ttl: float,
         negative_ttl: float,
         enabled: bool = True,
+        breaker: Breaker | None = None,
     ) -> None:
         self.backend = backend
         self.prefix = prefix
         self.ttl = ttl
         self.negative_ttl = negative_ttl
         self.enabled = enabled
+        self.breaker = breaker or Breaker(name="cache")
+        self.tag_ttl = max(MIN_TAG_TTL, 2 * max(ttl, negative_ttl))
+        self.flights = Flights()
         self.hits = 0
         self.misses = 0
-        self.errors = 0
         self.invalidations = 0
-        self._last_warning = float("-inf")
-        self.degraded = False
+        self.coalesced = 0
+        self.bypassed = 0
+        self.stores = 0
+        self.store_conflicts = 0
+        self.corrupt = 0
+        #: Tag keys are ``tag_prefix + tag``.
+        self.tag_prefix = f"{prefix}:tag:"
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._stores: deque[Store] = deque()
+        self._storing: asyncio.AbstractEventLoop | None = None  # loop of the store task
+        self._in_flight = 0
+        self._pending: set[str] = set()
+        self._overflowed = False
+        self._delivering = asyncio.Lock()
+
+    # -- layout --------------------------------------------------------------
 
     def key(self, *parts: str) -> str:
         """``<prefix>:<part>:<part>...``"""
         return ":".join((self.prefix, *parts))
 
-    def failed(self, exc: CacheUnavailable) -> None:
-        """Count a backend failure and warn at most once per interval."""
-        self.errors += 1
-        self.degraded = True
-        now = time.monotonic()
-        if now - self._last_warning >= _WARN_INTERVAL:
-            self._last_warning = now
-            log.warning("cache unavailable, reading from PostgreSQL", extra={"error": str(exc)})
+    def tag_key(self, tag: str) -> str:
+        """Where the token of ``tag`` lives."""
+        return self.tag_prefix + tag
 
-    def recovered(self) -> None:
-        """Mark the backend healthy again after a successful call."""
-        self.degraded = False
+    def entry_ttl(self, ttl: float | None, negative: bool) -> float:
+        """The TTL of an entry (never longer than half the tag TTL)."""
+        chosen = ttl if ttl is not None else (self.negative_ttl if negative else self.ttl)
+        return min(chosen, self.tag_ttl / 2)
+
+    @property
+    def degraded(self) -> bool:
+        """True while the backend is failing or invalidations wait for delivery."""
+        return self.breaker.degraded or bool(self._pending) or self._overflowed
+
+    # -- reads ---------------------------------------------------------------
+
+    async def fetch(self, key: str, tags: Sequence[str]) -> bytes | list[bytes] | None:
+        """The valid entry, the tag tokens (a miss), or None when the cache is unusable."""
+        if (self._pending or self._overflowed) and not await self._redeliver(wait=False):
+            return None
+        if not self.breaker.allow():
+            return None
+        try:
+            got = await self.backend.fetch(key, tags)
+        except CacheUnavailable as exc:
+            self.breaker.failure(exc, "read")
+            return None
+        if self.breaker.degraded:
+            self.breaker.success()
+        return got
+
+    def store_later(
+        self, key: str, body: bytes, ttl: float, tags: Sequence[str], seen: Sequence[bytes]
+    ) -> None:
+        """Queue an entry for the background store (the caller never waits for it).
+
+        Costs the caller an append and, when idle, one ``call_soon``; the
+        store task starts on the next loop iteration and sends everything
+        queued by then in one pipelined round trip.
+        """
+        self._stores.append(Store(key, body, ttl, tags, seen, (), self.tag_ttl))
+        loop = asyncio.get_running_loop()
+        if self._storing is not loop:
+            self._storing = loop
+            loop.call_soon(self._start_storing)
+
+    def _start_storing(self) -> None:
+        self.spawn(self._store_queued())
+
+    async def _store_queued(self) -> None:
+        try:
+            while self._stores:
+                count = min(len(self._stores), STORE_BATCH)
+                batch = [self._stores.popleft() for _ in range(count)]
+                if not self.breaker.allow():
+                    continue  # dropped: the next read stores again
+                batch = [s._replace(fresh=_tokens(len(s.tags), "i")) for s in batch]
+                self._in_flight = count
+                try:
+                    results = await self.backend.store(batch)
+                except CacheUnavailable as exc:
+                    self.breaker.failure(exc, "store")
+                    continue
+                finally:
+                    self._in_flight = 0
+                stored = sum(results)
+                self.stores += stored
+                self.store_conflicts += count - stored
+        finally:
+            self._storing = None
+
+    # -- invalidation --------------------------------------------------------
+
+    async def invalidate(self, tags: Iterable[str]) -> bool:
+        """Bump ``tags`` and delete their entity keys in one round trip.
+
+        On failure the tags are kept and delivered before this process reads
+        from the cache again. Returns True when delivered.
+        """
+        if not self.enabled:
+            return True
+        self._keep(tags)
+        if not self._pending and not self._overflowed:
+            return True
+        return await self._redeliver(wait=True)
+
+    def _keep(self, tags: Iterable[str]) -> None:
+        if self._overflowed:
+            return
+        self._pending.update(tags)
+        if len(self._pending) > MAX_PENDING:
+            log.error(
+                "more than %d cache invalidations undelivered; the whole cache prefix "
+                "will be cleared when the backend answers",
+                MAX_PENDING,
+            )
+            self._pending.clear()
+            self._overflowed = True
+
+    async def _redeliver(self, *, wait: bool) -> bool:
+        """Deliver what is pending; readers (``wait=False``) do not queue behind a delivery."""
+        if (self._delivering.locked() and not wait) or not self.breaker.allow():
+            return False
+        async with self._delivering:
+            if self._overflowed:
+                try:
+                    await self.backend.delete_prefix(f"{self.prefix}:")
+                except CacheUnavailable as exc:
+                    self.breaker.failure(exc, "clear after lost invalidations")
+                    return False
+                self._overflowed = False
+            batch = list(self._pending)
+            if not batch:
+                return True
+            keys = [self.key(k) for tag in batch for k in entity_keys(tag)]
+            try:
+                await self.backend.invalidate(
+                    keys, [self.tag_key(t) for t in batch], _tokens(len(batch), "b"), self.tag_ttl
+                )
+            except CacheUnavailable as exc:
+                self.breaker.failure(exc, "invalidate")
+                return False
+            self._pending.difference_update(batch)
+            self.invalidations += len(batch)
+            self.breaker.success()
+            return True
+
+    # -- background work -----------------------------------------------------
+
+    def spawn(self, work: Awaitable[None]) -> None:
+        """Run ``work`` in a task that is kept referenced; its errors are logged and counted."""
+        task = asyncio.ensure_future(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._finished)
+
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            self.breaker.errors += 1
+            log.error("background cache task failed", exc_info=task.exception())
+
+    @property
+    def background(self) -> int:
+        """How many entries wait for (or are in) the background store."""
+        return len(self._stores) + self._in_flight
+
+    async def drain(self) -> None:
+        """Wait until every queued store and background task has finished."""
+        loop = asyncio.get_running_loop()
+        while True:
+            if self._tasks:
+                await asyncio.gather(*list(self._tasks), return_exceptions=True)
+            elif self._storing is loop:
+                await asyncio.sleep(0)  # the store task starts on the next iteration
+            else:
+                return
+
+    # -- reporting -----------------------------------------------------------
 
     def stats(self) -> CacheStats:
-        """Hits, misses, errors and invalidations so far."""
-        return CacheStats(self.hits, self.misses, self.errors, self.invalidations)
+        """Hits, misses, errors and invalidations so far (and a few more)."""
+        return CacheStats(
+            hits=self.hits,
+            misses=self.misses,
+            errors=self.breaker.errors,
+            invalidations=self.invalidations,
+            coalesced=self.coalesced,
+            bypassed=self.bypassed,
+            stores=self.stores,
+            store_conflicts=self.store_conflicts,
+            corrupt=self.corrupt,
+            pending_invalidations=len(self._pending),
+        )
 
     async def health(self) -> ComponentHealth:
-        """Ping the backend; a failure means degraded, not down."""
+        """Probe the read path; degraded (not down) when it fails or invalidations are pending.
+
+        The probe is the lookup reads use (not a PING, which a Redis that
+        refuses or errors on reads would still answer); a success closes the
+        circuit and delivers pending invalidations.
+        """
+        kind = type(self.backend).__name__
         if not self.enabled:
             return ComponentHealth(ok=True, latency_ms=None, detail={"enabled": False})
         started = time.perf_counter()
-        ok = await self.backend.ping()
+        try:
+            await self.backend.fetch(self.key("health"), [self.tag_key("health")])
+        except CacheUnavailable as exc:
+            self.breaker.failure(exc, "health check")
+            reachable = False
+        else:
+            reachable = True
+            self.breaker.success()
         latency = (time.perf_counter() - started) * 1000
-        kind = type(self.backend).__name__
-        if ok:
-            return ComponentHealth(ok=True, latency_ms=latency, detail={"backend": kind})
-        return ComponentHealth(
-            ok=False, latency_ms=None, error="cache backend unreachable", detail={"backend": kind}
-        )
+        if reachable and (self._pending or self._overflowed):
+            await self._redeliver(wait=True)
+        detail: dict[str, Any] = {"backend": kind, "stats": self.stats().__dict__}
+        if not reachable:
+            return ComponentHealth(
+                ok=False,
+                latency_ms=None,
+                error=f"cache backend failing ({self.breaker.last_error})",
+                detail=detail,
+            )
+        if self._pending or self._overflowed:
+            return ComponentHealth(
+                ok=False,
+                latency_ms=latency,
+                error="cache invalidations waiting for delivery",
+                detail=detail,
+            )
+        return ComponentHealth(ok=True, latency_ms=latency, detail=detail)
 
     async def clear(self) -> int:
         """Delete every key under this cache's prefix (tests and operators)."""
         try:
             return await self.backend.delete_prefix(f"{self.prefix}:")
         except CacheUnavailable as exc:
-            self.failed(exc)
+            self.breaker.failure(exc, "clear")
             return 0
 
-    async def close(self) -> None:
-        """Close the backend connection."""
+    async def close(self, timeout: float = 2.0) -> None:
+        """Finish (or after ``timeout`` drop) background stores; close the backend."""
+        try:
+            await asyncio.wait_for(self.drain(), timeout)
+        except asyncio.TimeoutError:
+            self._stores.clear()
+            for task in list(self._tasks):
+                task.cancel()
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
         await self.backend.close()
+
+
+def _tokens(count: int, kind: str) -> list[str]:
+    """``count`` tokens no tag has held before: ``kind`` (``i`` first token of a
+    tag, ``b`` invalidation), 64 random bits and an index."""
+    base = kind + os.urandom(8).hex()
+    return [f"{base}.{i:x}" for i in range(count)]

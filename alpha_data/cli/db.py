@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import typer
@@ -116,15 +118,30 @@ def register(app: typer.Typer) -> None:
         """Print database and cache health; exit 1 when the database is down."""
         report = run(_health(load_settings()))
         table = Table("component", "status", "latency ms", "detail")
-        for name, part in (("postgresql", report.database), ("cache", report.cache)):
+        parts = [("postgresql", report.database, "[red]down[/]")]
+        for where, replica in report.replicas.items():
+            parts.append((f"replica {where}", replica, "[yellow]down[/]"))
+        parts.append(("cache", report.cache, "[yellow]degraded[/]"))
+        for name, part, bad in parts:
             latency = f"{part.latency_ms:.1f}" if part.latency_ms is not None else "-"
-            status = "[green]ok[/]" if part.ok else "[red]down[/]"
-            table.add_row(name, status, latency, part.error or str(part.detail))
-        table.add_row("pool", "", "", str(report.pool))
+            status = "[green]ok[/]" if part.ok else bad
+            table.add_row(name, status, latency, part.error or _detail(part.detail))
+        table.add_row("pool", "", "", _detail(report.pool))
         console.print(table)
         console.print(f"overall: {report.status}")
         if report.status == "down":
             raise typer.Exit(code=1)
+
+
+def _detail(detail: Mapping[str, Any]) -> str:
+    """``key value, ...`` of a health detail (nested mappings flattened, zeros of stats kept)."""
+    out = []
+    for key, value in detail.items():
+        if isinstance(value, Mapping):
+            out.append(_detail(value))
+        else:
+            out.append(f"{key.replace('_', ' ')} {value}")
+    return ", ".join(out)
 
 
 async def _check_reachable(settings: Settings) -> None:

@@ -4,11 +4,16 @@ from __future__ import annotations
 
 from sqlalchemy import func, select
 
+from alpha_data.cache import cached, invalidated_by
 from alpha_data.errors import InvalidDataError
 from alpha_data.models import Alert, Severity
 from alpha_data.repositories.base import Repository
 
-__all__ = ["AlertRepository"]
+__all__ = ["OPEN_ALERTS", "AlertRepository"]
+
+# Every write of an alert can change what list_open returns (see alpha_data.cache.tags).
+OPEN_ALERTS = "alerts:open"
+invalidated_by(Alert, OPEN_ALERTS)
 
 
 class AlertRepository(Repository[Alert]):
@@ -17,13 +22,16 @@ class AlertRepository(Repository[Alert]):
     model = Alert
     orderable = frozenset({"id", "created_at", "updated_at", "severity"})
 
+    @cached(OPEN_ALERTS, many=True)
     async def list_open(
         self,
         severity: Severity | str | None = None,
         source: str | None = None,
         tag: str | None = None,
+        *,
+        cached: bool = True,
     ) -> list[Alert]:
-        """Unacknowledged alerts, newest first, optionally by severity, source and tag."""
+        """Unacknowledged alerts, newest first, optionally by severity, source and tag (cached)."""
         stmt = select(Alert).where(Alert.acknowledged.is_(False))
         if severity is not None:
             try:

@@ -71,6 +71,8 @@ __all__ = [
 log = logging.getLogger("alpha_data.metrics")
 
 UTC = timezone.utc
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_FAR_FUTURE = datetime(9999, 1, 1, tzinfo=UTC)
 
 SCHEMA = "alphapulse"
 TABLE = "metrics"
@@ -604,6 +606,23 @@ class MetricsRepository:
             .limit(limit)
         )
         return [self._point(row) for row in await self._query(stmt)]
+
+    async def count(
+        self,
+        name: str,
+        *,
+        start: datetime | None = None,
+        end: datetime | None = None,
+        labels: Mapping[str, str] | None = None,
+    ) -> int:
+        """How many points ``name`` has (in ``[start, end)`` when given)."""
+        name = self._name(name)
+        stmt = select(func.count()).select_from(metrics_table).where(_t.metric_name == name)
+        if start is not None or end is not None:
+            lower, upper = _check_span(start or _EPOCH, end or _FAR_FUTURE)
+            stmt = stmt.where(_t.time >= lower, _t.time < upper)
+        stmt = stmt.where(*self._label_filter(labels))
+        return int((await self._query(stmt)).scalar_one())
 
     async def latest(
         self, name: str, *, labels: Mapping[str, str] | None = None

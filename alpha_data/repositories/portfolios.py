@@ -11,13 +11,20 @@ from sqlalchemy import Numeric, String, bindparam, func, select, update
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import selectinload
 
+from alpha_data.cache import TagSpec, cached, invalidated_by, invalidates
 from alpha_data.errors import InvalidDataError
 from alpha_data.models import Portfolio, Position, Trade
 from alpha_data.repositories.base import Repository, check_id
 from alpha_data.repositories.pagination import Page
 from alpha_data.validation import check_aware, check_money, check_symbol
 
-__all__ = ["PortfolioRepository"]
+__all__ = ["PORTFOLIO_ID", "PortfolioRepository"]
+
+# Cached reads of portfolios and the rows that invalidate them (see alpha_data.cache.tags).
+PORTFOLIO_ID = TagSpec("portfolios", "id")
+invalidated_by(Portfolio, PORTFOLIO_ID)
+invalidated_by(Position, PORTFOLIO_ID.of("portfolio_id"))
+invalidated_by(Trade)  # no cached read returns trades
 
 
 class _TradePages(Repository[Trade]):
@@ -33,8 +40,14 @@ class PortfolioRepository(Repository[Portfolio]):
     model = Portfolio
     orderable = frozenset({"id", "created_at", "updated_at", "name"})
 
-    async def get_with_positions(self, id: int) -> Portfolio | None:
-        """The portfolio with its positions loaded (exactly two statements), or None."""
+    @cached(PORTFOLIO_ID)
+    async def get(self, id: int, *, cached: bool = True) -> Portfolio | None:
+        """The portfolio with primary key ``id``, or None (cached)."""
+        return await super().get(id)
+
+    @cached(PORTFOLIO_ID, load=("positions",))
+    async def get_with_positions(self, id: int, *, cached: bool = True) -> Portfolio | None:
+        """The portfolio with its positions loaded (exactly two statements), or None (cached)."""
         check_id(id)
         stmt = (
             select(Portfolio)
@@ -92,6 +105,10 @@ class PortfolioRepository(Repository[Portfolio]):
         """Insert many trades in batched INSERT … RETURNING statements."""
         return await _TradePages(self.session).add_many(trades)
 
+    async def count_trades(self, portfolio_id: int) -> int:
+        """How many trades a portfolio has."""
+        return await _TradePages(self.session).count(portfolio_id=check_id(portfolio_id))
+
     async def list_trades(
         self,
         portfolio_id: int,
@@ -136,14 +153,16 @@ class PortfolioRepository(Repository[Portfolio]):
                 func.unnest(bindparam("prices", type_=ARRAY(Numeric(18, 8)))).label("price"),
             )
         ).subquery("incoming")
-        stmt = (
+        stmt = invalidates(
             update(Position)
             .where(
                 Position.portfolio_id == portfolio_id,
                 Position.symbol == incoming.c.symbol,
             )
             .values(current_price=incoming.c.price, version=Position.version + 1)
-            .execution_options(synchronize_session=False)
+            .execution_options(synchronize_session=False),
+            Position,
+            portfolio_id=portfolio_id,
         )
         result: Any = await self._execute(stmt, {"symbols": symbols, "prices": values})
         self._expire_positions(portfolio_id)

@@ -3,14 +3,32 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import func, select, update
 
+from alpha_data.cache import TagSpec, cached, invalidate, invalidated_by, invalidates
+from alpha_data.cache.keys import Unkeyable
 from alpha_data.errors import InvalidDataError, NotFoundError
 from alpha_data.models import ApiKey, User
 from alpha_data.repositories.base import Repository, check_id
 
-__all__ = ["ApiKeyRepository", "UserRepository"]
+__all__ = ["USER_EMAIL", "USER_ID", "USER_NAME", "ApiKeyRepository", "UserRepository"]
+
+
+def _email_key(email: Any) -> str:
+    """Emails match by lower(): only ASCII ones are cached (Python and PostgreSQL agree)."""
+    if not isinstance(email, str) or not email.isascii():
+        raise Unkeyable("only ASCII emails are cached")
+    return email.lower()
+
+
+# Cached reads of users and the rows that invalidate them (see alpha_data.cache.tags).
+USER_ID = TagSpec("users", "id")
+USER_NAME = TagSpec("users", "username")
+USER_EMAIL = TagSpec("users", "email", normalize=_email_key)
+invalidated_by(User, USER_ID, USER_NAME, USER_EMAIL)
+invalidated_by(ApiKey)  # no cached read returns API keys
 
 
 class UserRepository(Repository[User]):
@@ -19,35 +37,63 @@ class UserRepository(Repository[User]):
     model = User
     orderable = frozenset({"id", "created_at", "updated_at", "username"})
 
-    async def get_by_username(self, username: str) -> User | None:
-        """The user with exactly this username, or None."""
+    @cached(USER_ID)
+    async def get(self, id: int, *, cached: bool = True) -> User | None:
+        """The user with primary key ``id``, or None.
+
+        Cached: ``password_hash`` is not loaded on the result (reading it
+        raises); ``cached=False`` reads PostgreSQL with every column.
+        """
+        return await super().get(id)
+
+    @cached(USER_NAME)
+    async def get_by_username(self, username: str, *, cached: bool = True) -> User | None:
+        """The user with exactly this username, or None (cached, like ``get``)."""
         if not isinstance(username, str):
             raise InvalidDataError("username must be a string")
         stmt = select(User).where(User.username == username)
         user: User | None = (await self._execute(stmt)).scalar_one_or_none()
         return user
 
-    async def get_by_email(self, email: str) -> User | None:
-        """The user with this email, compared case-insensitively, or None."""
+    @cached(USER_EMAIL)
+    async def get_by_email(self, email: str, *, cached: bool = True) -> User | None:
+        """The user with this email, compared case-insensitively, or None (cached, like ``get``)."""
         if not isinstance(email, str):
             raise InvalidDataError("email must be a string")
         stmt = select(User).where(func.lower(User.email) == email.lower())
         user: User | None = (await self._execute(stmt)).scalar_one_or_none()
         return user
 
+    async def get_for_auth(self, username: str) -> User | None:
+        """The user with this username read from PostgreSQL, never from the cache.
+
+        For authentication: ``password_hash`` is loaded (and refreshed if the
+        session already held the user).
+        """
+        if not isinstance(username, str):
+            raise InvalidDataError("username must be a string")
+        stmt = (
+            select(User).where(User.username == username).execution_options(populate_existing=True)
+        )
+        user: User | None = (await self._execute(stmt)).scalar_one_or_none()
+        return user
+
     async def record_login(self, user_id: int) -> datetime:
         """Set ``last_login`` to the database's now(); returns it."""
         check_id(user_id, "user_id")
-        stmt = (
+        stmt = invalidates(
             update(User)
             .where(User.id == user_id)
             .values(last_login=func.now())
-            .returning(User.last_login)
-            .execution_options(synchronize_session="fetch")
+            .returning(User.last_login, User.username, User.email)
+            .execution_options(synchronize_session="fetch"),
+            User,
         )
-        when: datetime | None = (await self._execute(stmt)).scalar_one_or_none()
-        if when is None:
+        row = (await self._execute(stmt)).one_or_none()
+        if row is None:
             raise NotFoundError(f"User {user_id} not found", table="users")
+        invalidate(self.session, User, id=user_id, username=row.username, email=row.email)
+        when: datetime = row.last_login
         return when
 
 
@@ -77,12 +123,14 @@ class ApiKeyRepository(Repository[ApiKey]):
         """Mark a key revoked now (idempotent: the first revocation time stays)."""
         key = await self.get_one(key_id)
         if key.revoked_at is None:
-            stmt = (
+            stmt = invalidates(
                 update(ApiKey)
                 .where(ApiKey.id == key.id, ApiKey.revoked_at.is_(None))
                 .values(revoked_at=func.now())
                 .returning(ApiKey.revoked_at)
-                .execution_options(synchronize_session=False)
+                .execution_options(synchronize_session=False),
+                ApiKey,
+                id=key.id,
             )
             revoked_at = (await self._execute(stmt)).scalar_one_or_none()
             if revoked_at is not None:
@@ -94,10 +142,12 @@ class ApiKeyRepository(Repository[ApiKey]):
     async def touch_last_used(self, key_id: int, at: datetime | None = None) -> None:
         """Record use of a key; a single UPDATE, no ORM round trip."""
         check_id(key_id, "key_id")
-        stmt = (
+        stmt = invalidates(
             update(ApiKey)
             .where(ApiKey.id == key_id)
             .values(last_used=at if at is not None else func.now())
-            .execution_options(synchronize_session=False)
+            .execution_options(synchronize_session=False),
+            ApiKey,
+            id=key_id,
         )
         await self._execute(stmt)

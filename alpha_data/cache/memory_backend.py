@@ -1,0 +1,132 @@
+"""The in-process backend (``redis_url = memory://``): Redis semantics without Redis.
+
+Same entry format, tag tokens, conditional store, TTLs and pub/sub as the
+Redis backend, for development and unit tests; one process only. It holds
+at most ``max_items`` keys: expired ones go first, then the oldest (dropping
+a tag only turns the entries under it into misses).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from alpha_data.cache.backends import Store
+
+__all__ = ["MemoryBackend"]
+
+
+class _MemoryLink:
+    def __init__(self, backend: MemoryBackend, channels: Sequence[str]) -> None:
+        self.backend = backend
+        self.channels = list(channels)
+        self.queue: asyncio.Queue[tuple[str, bytes]] = asyncio.Queue()
+
+    async def receive(self, timeout: float) -> tuple[str, bytes] | None:
+        try:
+            return await asyncio.wait_for(self.queue.get(), timeout)
+        except asyncio.TimeoutError:
+            return None
+
+    async def close(self) -> None:
+        for channel in self.channels:
+            links = self.backend.subscribers.get(channel, [])
+            if self in links:
+                links.remove(self)
+
+
+class MemoryBackend:
+    """A dict with expiry times, tag tokens and in-process pub/sub."""
+
+    def __init__(self, *, max_items: int = 100_000) -> None:
+        self.client: Any = None
+        self.max_items = max_items
+        self.data: dict[str, tuple[bytes, float]] = {}
+        self.subscribers: dict[str, list[_MemoryLink]] = {}
+
+    def _get(self, key: str) -> bytes | None:
+        item = self.data.get(key)
+        if item is None:
+            return None
+        if item[1] <= time.monotonic():
+            del self.data[key]
+            return None
+        return item[0]
+
+    def _set(self, key: str, value: bytes, ttl: float) -> None:
+        self.data.pop(key, None)
+        self.data[key] = (value, time.monotonic() + ttl)
+        if len(self.data) > self.max_items:
+            self._evict()
+
+    def _evict(self) -> None:
+        now = time.monotonic()
+        for key in [k for k, (_, expires) in self.data.items() if expires <= now]:
+            del self.data[key]
+        while len(self.data) > self.max_items:
+            del self.data[next(iter(self.data))]
+
+    async def fetch(self, key: str, tags: Sequence[str]) -> bytes | list[bytes]:
+        """The entry if its tokens are current, else the current tokens."""
+        tokens = [self._get(t) or b"" for t in tags]
+        entry = self._get(key)
+        if entry is not None and entry.startswith(b'["' + b",".join(tokens) + b'",'):
+            return entry
+        return tokens
+
+    async def store(self, stores: Sequence[Store]) -> list[bool]:
+        """Store each entry whose tags did not move since ``seen``."""
+        return [self._store(s) for s in stores]
+
+    def _store(self, s: Store) -> bool:
+        current: list[bytes] = []
+        for tag, was, new in zip(s.tags, s.seen, s.fresh, strict=True):
+            token = self._get(tag)
+            if token is None:
+                if was != b"":
+                    return False
+                token = new.encode()
+            elif token != was and not (was == b"" and token.startswith(b"i")):
+                return False
+            self._set(tag, token, s.tag_ttl)
+            current.append(token)
+        self._set(s.key, b'["' + b",".join(current) + b'",' + s.body, s.ttl)
+        return True
+
+    async def invalidate(
+        self, keys: Sequence[str], tags: Sequence[str], fresh: Sequence[str], tag_ttl: float
+    ) -> None:
+        """Delete keys and set fresh tokens."""
+        for key in keys:
+            self.data.pop(key, None)
+        for tag, token in zip(tags, fresh, strict=True):
+            self._set(tag, token.encode(), tag_ttl)
+
+    async def publish(self, channel: str, message: bytes) -> None:
+        """Deliver to every link subscribed to ``channel``."""
+        for link in list(self.subscribers.get(channel, ())):
+            link.queue.put_nowait((channel, message))
+
+    async def subscribe(self, channels: Sequence[str]) -> _MemoryLink:
+        """A link that receives what is published on ``channels`` from now on."""
+        link = _MemoryLink(self, channels)
+        for channel in channels:
+            self.subscribers.setdefault(channel, []).append(link)
+        return link
+
+    async def delete_prefix(self, prefix: str) -> int:
+        """Delete every key under ``prefix``."""
+        keys = [k for k in self.data if k.startswith(prefix)]
+        for key in keys:
+            del self.data[key]
+        return len(keys)
+
+    async def ping(self) -> bool:
+        """Always reachable."""
+        return True
+
+    async def close(self) -> None:
+        """Forget everything."""
+        self.data.clear()

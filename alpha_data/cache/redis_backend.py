@@ -1,0 +1,231 @@
+"""The Redis backend: an MGET, a Lua script and a MULTI pipeline, one round trip each.
+
+* fetch: MGET the entry and its tags; the entry is valid only if it starts
+  with the current tokens, otherwise the tokens are what the caller needs
+  (a plain read: no script on the hot path, fine on replicas and during
+  ``CLIENT PAUSE WRITE``).
+* store: check every tag still holds the token seen before the query (a
+  tag that had none may have been given one by another reader since: tokens
+  given that way start with ``i``, tokens of invalidations with ``b``; a
+  tag still without one gets a fresh ``i`` token), then SET the entry;
+  otherwise store nothing.
+* invalidate: DEL entity keys and SET fresh tokens on the tags.
+
+The client fails fast: short socket timeouts from Settings and no retries
+(the cache front decides what an outage means). Scripts are sent by SHA
+and re-sent in full after a Redis restart (NOSCRIPT).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+from collections.abc import Sequence
+from typing import Any, cast
+
+import redis.asyncio as redis_asyncio
+from redis.asyncio.client import PubSub
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import NoScriptError, RedisError
+
+from alpha_data.cache.backends import CacheUnavailable, Store
+from alpha_data.cache.redis_client import redis_client
+
+__all__ = ["STORE_SCRIPT", "RedisBackend"]
+
+_FAILURES = (RedisError, OSError, asyncio.TimeoutError)
+
+STORE_SCRIPT = """
+local n = #KEYS - 1
+local cur = {}
+for i = 1, n do
+  local t = redis.call('GET', KEYS[i + 1])
+  local seen = ARGV[3 + i]
+  if not t then
+    if seen ~= '' then return 0 end
+    t = ARGV[3 + n + i]
+    redis.call('SET', KEYS[i + 1], t, 'PX', ARGV[2])
+  elseif t ~= seen and not (seen == '' and string.sub(t, 1, 1) == 'i') then
+    return 0
+  else
+    redis.call('PEXPIRE', KEYS[i + 1], ARGV[2])
+  end
+  cur[i] = t
+end
+redis.call('SET', KEYS[1], '["' .. table.concat(cur, ',') .. '",' .. ARGV[3], 'PX', ARGV[1])
+return 1
+"""
+
+
+async def _execute(client: redis_asyncio.Redis, *command: Any) -> Any:
+    execute: Any = client.execute_command
+    return await execute(*command)
+
+
+def _ms(seconds: float) -> int:
+    return max(1, int(seconds * 1000))
+
+
+def _store_args(s: Store) -> tuple[Any, ...]:
+    """numkeys, KEYS and ARGV of STORE_SCRIPT for one entry."""
+    return (
+        1 + len(s.tags),
+        s.key,
+        *s.tags,
+        _ms(s.ttl),
+        _ms(s.tag_ttl),
+        s.body,
+        *s.seen,
+        *s.fresh,
+    )
+
+
+_STORE_SHA = hashlib.sha1(STORE_SCRIPT.encode(), usedforsecurity=False).hexdigest()
+
+
+class _RedisLink:
+    """A subscribed redis-py PubSub."""
+
+    def __init__(self, pubsub: PubSub) -> None:
+        self.pubsub = pubsub
+
+    async def receive(self, timeout: float) -> tuple[str, bytes] | None:
+        try:
+            message = await self.pubsub.get_message(ignore_subscribe_messages=True, timeout=timeout)
+        except _FAILURES as exc:
+            raise CacheUnavailable(type(exc).__name__) from None
+        if message is None or message.get("type") != "message":
+            return None
+        channel = message["channel"]
+        name = channel.decode() if isinstance(channel, bytes) else str(channel)
+        return name, message["data"]
+
+    async def close(self) -> None:
+        with contextlib.suppress(Exception):  # the link may already be gone
+            await cast(Any, self.pubsub).aclose()
+
+
+class RedisBackend:
+    """Redis through redis-py asyncio: short timeouts, no retries, one round trip per call."""
+
+    def __init__(self, url: str, *, socket_timeout: float, client_name: str | None = None) -> None:
+        self.url = url
+        self.socket_timeout = socket_timeout
+        self.client: redis_asyncio.Redis = redis_client(  # redis://, +sentinel://, +cluster://
+            url,
+            socket_timeout=socket_timeout,
+            socket_connect_timeout=socket_timeout,
+            retry=Retry(NoBackoff(), 0),
+            health_check_interval=30,
+            client_name=client_name,
+        )
+        self._command: Any = self.client.execute_command
+
+    async def fetch(self, key: str, tags: Sequence[str]) -> bytes | list[bytes]:
+        """One MGET: the entry if its head holds the current tokens, else the tokens."""
+        try:
+            got: list[bytes | None] = await self._command("MGET", key, *tags)
+        except _FAILURES as exc:
+            raise CacheUnavailable(type(exc).__name__) from None
+        entry = got[0]
+        tokens = [t or b"" for t in got[1:]]
+        if entry is not None and entry.startswith(b'["' + b",".join(tokens) + b'",'):
+            return entry
+        return tokens
+
+    async def store(self, stores: Sequence[Store]) -> list[bool]:
+        """EVALSHA per entry, pipelined in one round trip: SET it if no tag moved."""
+        try:
+            async with self.client.pipeline(transaction=False) as pipe:
+                for s in stores:
+                    pipe.execute_command("EVALSHA", _STORE_SHA, *_store_args(s))
+                results = list(await pipe.execute(raise_on_error=False))
+            for i, result in enumerate(results):
+                if isinstance(result, NoScriptError):  # scripts are gone after a restart
+                    results[i] = await _execute(
+                        self.client, "EVAL", STORE_SCRIPT, *_store_args(stores[i])
+                    )
+        except _FAILURES as exc:
+            raise CacheUnavailable(type(exc).__name__) from None
+        for result in results:
+            if isinstance(result, Exception):
+                raise CacheUnavailable(f"store script failed: {result}")
+        return [bool(r) for r in results]
+
+    async def invalidate(
+        self, keys: Sequence[str], tags: Sequence[str], fresh: Sequence[str], tag_ttl: float
+    ) -> None:
+        """DEL + SET fresh tokens in one MULTI/EXEC."""
+        if not keys and not tags:
+            return
+        try:
+            async with self.client.pipeline(transaction=True) as pipe:
+                if keys:
+                    pipe.delete(*keys)
+                for tag, token in zip(tags, fresh, strict=True):
+                    pipe.set(tag, token, px=_ms(tag_ttl))
+                await pipe.execute()
+        except _FAILURES as exc:
+            raise CacheUnavailable(type(exc).__name__) from None
+
+    async def publish(self, channel: str, message: bytes) -> None:
+        """PUBLISH."""
+        try:
+            await self.client.publish(channel, message)
+        except _FAILURES as exc:
+            raise CacheUnavailable(type(exc).__name__) from None
+
+    async def subscribe(self, channels: Sequence[str]) -> _RedisLink:
+        """SUBSCRIBE on a connection of its own and wait for every confirmation."""
+        pubsub = self.client.pubsub()
+        link = _RedisLink(pubsub)
+        try:
+            await pubsub.subscribe(*channels)
+            waiting = set(channels)
+            deadline = asyncio.get_running_loop().time() + max(1.0, 4 * self.socket_timeout)
+            while waiting:
+                left = deadline - asyncio.get_running_loop().time()
+                if left <= 0:
+                    raise asyncio.TimeoutError("no subscribe confirmation")
+                message = await pubsub.get_message(timeout=left)
+                if message is not None and message.get("type") == "subscribe":
+                    channel = message["channel"]
+                    waiting.discard(channel.decode() if isinstance(channel, bytes) else channel)
+        except _FAILURES as exc:
+            await link.close()
+            raise CacheUnavailable(type(exc).__name__) from None
+        return link
+
+    async def delete_prefix(self, prefix: str) -> int:
+        """SCAN + UNLINK everything under ``prefix``."""
+        deleted = 0
+        try:
+            batch: list[bytes] = []
+            async for key in self.client.scan_iter(match=f"{_glob_escape(prefix)}*", count=500):
+                batch.append(key)
+                if len(batch) >= 500:
+                    deleted += int(await self.client.unlink(*batch))
+                    batch.clear()
+            if batch:
+                deleted += int(await self.client.unlink(*batch))
+        except _FAILURES as exc:
+            raise CacheUnavailable(type(exc).__name__) from None
+        return deleted
+
+    async def ping(self) -> bool:
+        """PING (False on any failure)."""
+        try:
+            return bool(await self.client.ping())
+        except _FAILURES:
+            return False
+
+    async def close(self) -> None:
+        """Close the connection pool."""
+        with contextlib.suppress(*_FAILURES):
+            await cast(Any, self.client).aclose()
+
+
+def _glob_escape(text: str) -> str:
+    return "".join("\\" + c if c in "*?[]\\" else c for c in text)

@@ -1,0 +1,165 @@
+"""The redis-py asyncio client for each form of ``redis_url``: plain, Sentinel, Cluster.
+
+* ``redis://``, ``rediss://``, ``unix://`` → ``redis.asyncio.Redis.from_url``.
+* ``redis+sentinel://[[user]:password@]host:port[,host:port...]/service[/db]``
+  → the master of ``service`` as the Sentinels report it
+  (``redis.asyncio.sentinel.Sentinel.master_for``). A connection asks the
+  Sentinels for the master's address when it is opened; after a failover the
+  old master's connections fail (Sentinel kills them, or the demoted node
+  answers READONLY) and the next ones go to the new master. ``user`` and
+  ``password`` are for the Redis nodes; ``?sentinel_password=`` (and
+  ``sentinel_username``) authenticate to the Sentinels themselves.
+* ``redis+cluster://[[user]:password@]host:port[,host:port...]`` → a
+  ``redis.asyncio.cluster.RedisCluster`` seeded with those nodes (database 0
+  only). Multi-key commands (the cache's Lua scripts, its MULTI invalidation)
+  need all their keys in one hash slot: see docs/scaling.md.
+
+Every form takes the same client options (timeouts, retry, client name).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, field
+from typing import Any, cast
+from urllib.parse import parse_qs, unquote, urlsplit
+
+import redis.asyncio as redis_asyncio
+from redis.asyncio.cluster import ClusterNode, RedisCluster
+from redis.asyncio.sentinel import Sentinel
+
+__all__ = ["RedisTarget", "is_cluster", "parse_redis_url", "redis_client"]
+
+SENTINEL_SCHEME = "redis+sentinel"
+CLUSTER_SCHEME = "redis+cluster"
+DEFAULT_SENTINEL_PORT = 26379
+DEFAULT_REDIS_PORT = 6379
+
+
+@dataclass(frozen=True)
+class RedisTarget:
+    """A parsed ``redis+sentinel://`` or ``redis+cluster://`` URL."""
+
+    kind: str
+    nodes: tuple[tuple[str, int], ...]
+    service: str | None = None
+    db: int = 0
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+    sentinel_username: str | None = None
+    sentinel_password: str | None = field(default=None, repr=False)
+
+
+def parse_redis_url(url: str) -> RedisTarget:
+    """Parse a Sentinel or Cluster URL; ValueError (without the password) when malformed."""
+    scheme, sep, rest = url.partition("://")
+    if not sep or scheme not in (SENTINEL_SCHEME, CLUSTER_SCHEME):
+        raise ValueError(f"not a {SENTINEL_SCHEME}:// or {CLUSTER_SCHEME}:// URL")
+    parts = urlsplit(f"x://{rest}")
+    netloc = parts.netloc
+    userinfo, at, hosts = netloc.rpartition("@")
+    username = password = None
+    if at:
+        user, colon, secret = userinfo.partition(":")
+        username = unquote(user) or None
+        password = unquote(secret) if colon else None
+    default_port = DEFAULT_SENTINEL_PORT if scheme == SENTINEL_SCHEME else DEFAULT_REDIS_PORT
+    nodes = tuple(_node(h, default_port) for h in hosts.split(",") if h)
+    if not nodes:
+        raise ValueError(f"{scheme}:// URL names no host")
+    path = [unquote(p) for p in parts.path.split("/") if p]
+    query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
+    if scheme == CLUSTER_SCHEME:
+        if path not in ([], ["0"]):
+            raise ValueError("a Redis Cluster has database 0 only; drop the path")
+        return RedisTarget("cluster", nodes, username=username, password=password)
+    if not path or len(path) > 2:
+        raise ValueError("use redis+sentinel://host:port[,host:port]/service_name[/db]")
+    db = _db(path[1]) if len(path) == 2 else 0
+    return RedisTarget(
+        "sentinel",
+        nodes,
+        service=path[0],
+        db=db,
+        username=username,
+        password=password,
+        sentinel_username=query.get("sentinel_username"),
+        sentinel_password=query.get("sentinel_password"),
+    )
+
+
+def _node(text: str, default_port: int) -> tuple[str, int]:
+    """``host``, ``host:port`` or ``[v6-address]:port``."""
+    if text.startswith("["):
+        host, _, tail = text[1:].partition("]")
+        port = tail.removeprefix(":")
+    else:
+        host, _, port = text.partition(":")
+    if not host:
+        raise ValueError("empty host in Redis URL")
+    try:
+        return host, int(port) if port else default_port
+    except ValueError:
+        raise ValueError(f"bad port in Redis URL host {host!r}") from None
+
+
+def _db(text: str) -> int:
+    try:
+        db = int(text)
+    except ValueError:
+        raise ValueError("the database in a Redis URL must be a number") from None
+    if db < 0:
+        raise ValueError("the database in a Redis URL must be >= 0")
+    return db
+
+
+class SentinelRedis(redis_asyncio.Redis):
+    """The master of a Sentinel service; ``aclose`` also closes the Sentinel connections."""
+
+    async def aclose(self, close_connection_pool: bool | None = None) -> None:
+        """Close the master's pool and the connections to the Sentinels."""
+        await super().aclose(close_connection_pool)
+        manager = getattr(self.connection_pool, "sentinel_manager", None)
+        for sentinel in getattr(manager, "sentinels", ()):
+            with contextlib.suppress(Exception):
+                await sentinel.aclose()
+
+
+def redis_client(url: str, **options: Any) -> redis_asyncio.Redis:
+    """A redis-py asyncio client for ``url``; ``options`` go to every connection.
+
+    ``options`` are redis-py connection options (``socket_timeout``,
+    ``socket_connect_timeout``, ``retry``, ``health_check_interval``,
+    ``client_name``...). For a cluster URL the result is a RedisCluster,
+    which offers the same command, pipeline and pub/sub API.
+    """
+    scheme = url.partition("://")[0]
+    if scheme not in (SENTINEL_SCHEME, CLUSTER_SCHEME):
+        return redis_asyncio.Redis.from_url(url, **options)
+    target = parse_redis_url(url)
+    auth: dict[str, Any] = {"username": target.username, "password": target.password}
+    if target.kind == "cluster":
+        cluster_options = dict(options)
+        cluster_options.pop("health_check_interval", None)  # not a cluster option
+        cluster = RedisCluster(
+            startup_nodes=[ClusterNode(host, port) for host, port in target.nodes],
+            **auth,
+            **cluster_options,
+        )
+        return cast(redis_asyncio.Redis, cluster)
+    sentinel_options = {
+        k: v for k, v in options.items() if k.startswith("socket_") or k == "client_name"
+    }
+    if target.sentinel_password is not None:
+        sentinel_options["password"] = target.sentinel_password
+        sentinel_options["username"] = target.sentinel_username
+    sentinel: Any = Sentinel(list(target.nodes), sentinel_kwargs=sentinel_options)  # type: ignore[no-untyped-call]
+    master: redis_asyncio.Redis = sentinel.master_for(
+        target.service, redis_class=SentinelRedis, db=target.db, **auth, **options
+    )
+    return master
+
+
+def is_cluster(client: Any) -> bool:
+    """True for a RedisCluster client (keys of one multi-key command must share a slot)."""
+    return isinstance(client, RedisCluster)

@@ -1,0 +1,93 @@
+"""asyncpg connection arguments, and what changes behind PgBouncer in transaction pooling.
+
+PgBouncer (1.18, Debian 12) in ``pool_mode = transaction`` hands a server
+connection to a client for one transaction only, so nothing may outlive a
+transaction on the server side. With ``pgbouncer_mode``:
+
+* Prepared statements: asyncpg's statement cache and SQLAlchemy's prepared
+  statement cache are off, and SQLAlchemy prepares *unnamed* statements
+  (``prepared_statement_name_func`` returns ``""``). With its cache off,
+  asyncpg re-sends the Parse of an unnamed statement together with Bind/
+  Execute/Sync, so each statement is self-contained even in autocommit (the
+  read-only path) where PgBouncer may move the client between Parse and
+  Bind; no named statement is left behind on a server connection. (Unique
+  uuid names, as SQLAlchemy's docs suggest, avoid name clashes but leave one
+  prepared statement per query on the server connections and still break in
+  autocommit when Bind lands on another server.)
+* Session settings: ``statement_timeout`` is not sent as a startup parameter
+  (PgBouncer rejects unknown ones); set it on the server side instead
+  (``ALTER ROLE ... SET statement_timeout`` or ``connect_query`` in
+  pgbouncer.ini). ``application_name`` is tracked by PgBouncer and still
+  sent. ``Database.connect()`` warns when the timeout seen through PgBouncer
+  is not ``statement_timeout``.
+* alpha_data holds no other session state: advisory locks are transaction
+  scoped (``pg_advisory_xact_lock``), no SET, no LISTEN (events use Redis).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from alpha_data.settings import Settings
+
+__all__ = ["check_statement_timeout", "connect_args"]
+
+log = logging.getLogger("alpha_data.pgbouncer")
+
+APPLICATION_NAME = "alpha_data"
+
+
+def _unnamed_statement() -> str:
+    """SQLAlchemy's prepared statement name: ``""`` = PostgreSQL's unnamed statement."""
+    return ""
+
+
+def connect_args(settings: Settings) -> dict[str, Any]:
+    """asyncpg ``connect()`` arguments for ``settings`` (PgBouncer-safe in pgbouncer_mode)."""
+    server_settings = {"application_name": APPLICATION_NAME}
+    args: dict[str, Any] = {"timeout": settings.connect_timeout, "server_settings": server_settings}
+    if not settings.pgbouncer_mode:
+        server_settings["statement_timeout"] = str(_timeout_ms(settings))
+        return args
+    args.update(
+        statement_cache_size=0,
+        prepared_statement_cache_size=0,
+        prepared_statement_name_func=_unnamed_statement,
+    )
+    return args
+
+
+def _timeout_ms(settings: Settings) -> int:
+    return int(settings.statement_timeout * 1000)
+
+
+async def check_statement_timeout(engine: AsyncEngine, settings: Settings) -> bool:
+    """Warn (and return False) when the server's statement_timeout is not the configured one.
+
+    Behind PgBouncer the timeout comes from the server side; this checks it
+    once at start-up. Never raises.
+    """
+    try:
+        async with engine.connect() as conn:
+            row = await conn.execute(
+                text("SELECT setting::bigint FROM pg_settings WHERE name = 'statement_timeout'")
+            )
+            seen = int(row.scalar_one())
+    except Exception as exc:
+        log.warning("could not read statement_timeout through PgBouncer: %s", type(exc).__name__)
+        return False
+    wanted = _timeout_ms(settings)
+    if seen != wanted:
+        log.warning(
+            "statement_timeout is %d ms on the server but %d ms in Settings; in pgbouncer_mode "
+            "set it server-side (ALTER ROLE ... SET statement_timeout, or connect_query in "
+            "pgbouncer.ini)",
+            seen,
+            wanted,
+        )
+        return False
+    return True
