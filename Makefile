@@ -29,6 +29,7 @@ services:
 demo: services venv
 	$(BIN)/alpha-data db create
 	$(BIN)/alpha-data migrate
+	$(BIN)/alpha-data seed
 	$(BIN)/alpha-data demo
 
 test: services venv

@@ -117,7 +117,7 @@ _INVALID = frozenset({"23514", "23502", "23000", "23001"})
 _CONNECTION_CLASSES = ("08", "57P")  # connection exceptions, admin shutdown/crash
 _TIMEOUT = "57014"  # query_canceled: statement_timeout
 
-_KEY_DETAIL = re.compile(r"Key \((?P<cols>[^)]*)\)=\((?P<vals>.*)\)")
+_KEY_DETAIL = re.compile(r"Key \((?P<cols>.+?)\)=\((?P<vals>.*)\)")
 
 # Human messages for the constraints of our own schema.
 _CONSTRAINT_MESSAGES: dict[str, str] = {
@@ -199,7 +199,7 @@ def _describe(pg: Any) -> tuple[str | None, str | None, str | None, str | None]:
     if match:
         cols = match.group("cols")
         if column is None:
-            column = cols.removeprefix("lower(").removesuffix("::text)").rstrip(")")
+            column = re.sub(r"[^a-z0-9_, ]", "", cols.removeprefix("lower(").replace("::text", ""))
         value = match.group("vals")
     return table, constraint, column, value
 

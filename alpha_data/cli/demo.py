@@ -111,6 +111,7 @@ async def _cached_read(db: Database, out: Console, portfolio: Portfolio) -> None
         ms = (time.perf_counter() - started) * 1000
         count = len(loaded.positions) if loaded is not None else 0
         out.print(f"  get_cached_portfolio: {label:<18} {ms:7.2f} ms, {count} position(s)")
+        await db.cache.drain()  # the miss stored its result in the background
     stats = db.cache.stats()
     out.print(f"  cache stats: hits={stats.hits} misses={stats.misses} errors={stats.errors}")
 
