@@ -35,10 +35,10 @@ async def _server_version() -> str:
 
 
 def _modules() -> list[Any]:
-    """Benchmark modules present (each has ``async run(url, *, quick) -> list[Result]``)."""
+    """Benchmark modules present (each has an ``async run(...)``)."""
     import importlib
 
-    found = [bench_repositories]
+    found: list[Any] = [bench_repositories]
     for name in (
         "bench.bench_cache",
         "bench.bench_metrics",
@@ -52,11 +52,41 @@ def _modules() -> list[Any]:
     return found
 
 
+def _from_dict(row: dict[str, Any]) -> Result:
+    """Rows reported as dicts (cache, metrics) become Results."""
+    goal = row.get("goal", "report")
+    limit = float(goal) if isinstance(goal, (int, float)) else None
+    ratio = float(row["ratio"])
+    return Result(
+        name=str(row["name"]),
+        baseline=str(row.get("baseline", "raw driver")),
+        ours_median_ms=float(row["ours_median_ms"]),
+        ours_p95_ms=float(row.get("ours_p95_ms", float("nan"))),
+        baseline_median_ms=float(row["baseline_median_ms"]),
+        baseline_p95_ms=float(row.get("baseline_p95_ms", float("nan"))),
+        ratio=ratio,
+        goal=f"<= {limit}x" if limit is not None else str(goal),
+        met=None if limit is None else ratio <= limit,
+        note=str(row.get("note", "")),
+    )
+
+
+async def _run_module(module: Any, *, quick: bool) -> list[Result]:
+    name = module.__name__.rsplit(".", 1)[-1]
+    if name == "bench_cache":  # creates its own database on the server
+        rows = await module.run(SERVER_URL, REDIS_URL, quick=quick)
+    elif name == "bench_metrics":
+        rows = await module.run(SERVER_URL, quick=quick)
+    else:
+        async with bench_database() as url:
+            rows = await module.run(url, quick=quick)
+    return [r if isinstance(r, Result) else _from_dict(r) for r in rows]
+
+
 async def run_all(*, quick: bool) -> list[Result]:
     results: list[Result] = []
     for module in _modules():
-        async with bench_database() as url:
-            results.extend(await module.run(url, quick=quick))
+        results.extend(await _run_module(module, quick=quick))
     return results
 
 
