@@ -190,9 +190,10 @@ async def _apply(db: Database, data: NewTrade, uow: UnitOfWork) -> Trade:
                 raise _reused(data)
             return existing
 
-    position = await portfolios.get_position(data.portfolio_id, data.symbol, for_update=True)
-    # Inserted before the position checks: a racing duplicate external_id
-    # surfaces here as a unique violation, not as a misleading oversell.
+    # The trade goes in before the position is locked: the row lock is then held
+    # for one round trip less, and a racing duplicate external_id surfaces as a
+    # unique violation (not as a misleading oversell). An oversell found below
+    # rolls the insert back with everything else.
     trade = await portfolios.add_trade(
         Trade(
             portfolio_id=data.portfolio_id,
@@ -205,6 +206,7 @@ async def _apply(db: Database, data: NewTrade, uow: UnitOfWork) -> Trade:
             external_id=data.external_id,
         )
     )
+    position = await portfolios.get_position(data.portfolio_id, data.symbol, for_update=True)
 
     entry: Decimal | None
     if data.side is Side.BUY:
