@@ -13,7 +13,7 @@ import nox
 nox.options.default_venv_backend = "uv"
 nox.options.error_on_missing_interpreters = True
 nox.options.reuse_existing_virtualenvs = True
-nox.options.sessions = ["lint", "typecheck", "migrations", "tests"]
+nox.options.sessions = ["lint", "typecheck", "migrations", "tests", "bench-smoke"]
 
 PYTHONS = ["3.10", "3.11", "3.12", "3.13"]
 # lowest: the first 2.0.x that runs on Python 3.13 (see docs/decisions.md).
@@ -64,3 +64,11 @@ def migrations(session: nox.Session) -> None:
     """upgrade, downgrade, upgrade and ``alembic check`` on a fresh database."""
     session.install("-e", ".[test]")
     session.run("python", "-m", "tests.migration_roundtrip")
+
+
+@nox.session(name="bench-smoke", python="3.12")
+def bench_smoke(session: nox.Session) -> None:
+    """Every benchmark runs (quick sizes); timings are printed, never asserted."""
+    session.install("-e", ".[test]")
+    report = session.create_tmp() + "/bench-smoke.json"
+    session.run("python", "-m", "bench.run", "--quick", "--output", report)
