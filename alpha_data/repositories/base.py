@@ -16,6 +16,7 @@ from sqlalchemy.orm import InstrumentedAttribute
 from alpha_data.errors import DataLayerError, InvalidDataError, NotFoundError, translate
 from alpha_data.models.base import Base
 from alpha_data.repositories.pagination import Page, decode_cursor, encode_cursor
+from alpha_data.repositories.rowload import row_loader
 from alpha_data.validation import check_aware, check_money, check_text
 
 if TYPE_CHECKING:
@@ -105,7 +106,15 @@ class Repository(Generic[ModelT]):
         """The row with primary key ``id``, or None."""
         check_id(id)
         try:
+            if self.read_only:
+                loader = row_loader(self.model)
+                sync = self.session.sync_session
+                if loader.identity_key(id) not in sync.identity_map:
+                    rows = await loader.fetch(self.session, loader.pk.key, id)
+                    return loader.build(sync, rows[0]) if rows else None
             obj: ModelT | None = await self.session.get(self.model, id)
+        except DataLayerError:
+            raise
         except Exception as exc:
             raise translate(exc) from exc
         return obj

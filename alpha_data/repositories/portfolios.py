@@ -12,13 +12,16 @@ from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import selectinload
 
 from alpha_data.cache import TagSpec, cached, invalidated_by, invalidates
-from alpha_data.errors import InvalidDataError
+from alpha_data.errors import InvalidDataError, translate
 from alpha_data.models import Portfolio, Position, Trade
 from alpha_data.repositories.base import Repository, check_id
 from alpha_data.repositories.pagination import Page
+from alpha_data.repositories.rowload import holds_any, row_loader, set_loaded
 from alpha_data.validation import check_aware, check_money, check_symbol
 
 __all__ = ["PORTFOLIO_ID", "PortfolioRepository"]
+
+_HELD: Any = object()  # the session already holds an object of the read
 
 # Cached reads of portfolios and the rows that invalidate them (see alpha_data.cache.tags).
 PORTFOLIO_ID = TagSpec("portfolios", "id")
@@ -49,6 +52,11 @@ class PortfolioRepository(Repository[Portfolio]):
     async def get_with_positions(self, id: int, *, cached: bool = True) -> Portfolio | None:
         """The portfolio with its positions loaded (exactly two statements), or None (cached)."""
         check_id(id)
+        if self.read_only:
+            loaded = await self._fast_with_positions(id)
+            if loaded is not _HELD:
+                fast: Portfolio | None = loaded
+                return fast
         stmt = (
             select(Portfolio)
             .where(Portfolio.id == id)
@@ -56,6 +64,27 @@ class PortfolioRepository(Repository[Portfolio]):
             .execution_options(populate_existing=True)
         )
         portfolio: Portfolio | None = (await self._execute(stmt)).scalar_one_or_none()
+        return portfolio
+
+    async def _fast_with_positions(self, id: int) -> Any:
+        """Read-only path: the same two statements, rows written straight into objects.
+
+        Returns ``_HELD`` when the session already holds one of the objects
+        (the ORM path then refreshes them in place).
+        """
+        portfolios, positions = row_loader(Portfolio), row_loader(Position)
+        sync = self.session.sync_session
+        try:
+            rows = await portfolios.fetch(self.session, "id", id)
+            if not rows:
+                return None
+            children = await positions.fetch(self.session, "portfolio_id", id, order_by="symbol")
+        except Exception as exc:
+            raise translate(exc) from exc
+        if holds_any(sync, portfolios, rows) or holds_any(sync, positions, children):
+            return _HELD
+        portfolio = portfolios.build(sync, rows[0])
+        set_loaded(portfolio, "positions", [positions.build(sync, row) for row in children])
         return portfolio
 
     async def get_position(
