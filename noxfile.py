@@ -13,7 +13,15 @@ import nox
 nox.options.default_venv_backend = "uv"
 nox.options.error_on_missing_interpreters = True
 nox.options.reuse_existing_virtualenvs = True
-nox.options.sessions = ["lint", "typecheck", "migrations", "tests", "bench-smoke"]
+nox.options.sessions = [
+    "lint",
+    "typecheck",
+    "migrations",
+    "tests",
+    "reliability",
+    "fuzz",
+    "bench-smoke",
+]
 
 PYTHONS = ["3.10", "3.11", "3.12", "3.13"]
 # lowest: the first 2.0.x that runs on Python 3.13 (see docs/decisions.md).
@@ -40,6 +48,8 @@ def tests(session: nox.Session, sqlalchemy: str) -> None:
         "-p",
         "no:cacheprovider",
         "--ignore=tests/reliability",
+        "--ignore=tests/fuzz",
+        "--ignore=tests/scaleout",
         *session.posargs,
     )
 
@@ -72,3 +82,17 @@ def bench_smoke(session: nox.Session) -> None:
     session.install("-e", ".[test]")
     report = session.create_tmp() + "/bench-smoke.json"
     session.run("python", "-m", "bench.run", "--quick", "--output", report)
+
+
+@nox.session(python="3.12")
+def reliability(session: nox.Session) -> None:
+    """Concurrency, faults, hostile input and secrets, against the real servers."""
+    session.install("-e", ".[test]")
+    session.run("pytest", "-q", "-p", "no:cacheprovider", "tests/reliability", *session.posargs)
+
+
+@nox.session(python="3.12")
+def fuzz(session: nox.Session) -> None:
+    """schemathesis against the example API's own OpenAPI schema: no 5xx, schema-true."""
+    session.install("-e", ".[test]")
+    session.run("pytest", "-q", "-p", "no:cacheprovider", "tests/fuzz", *session.posargs)
