@@ -80,14 +80,24 @@ class TransientError(DataLayerError):
     """Serialization failure, deadlock, lost connection or pool timeout (503, retry later).
 
     ``outcome_unknown`` is true when the connection was lost while COMMIT was in
-    flight: the transaction may or may not have committed.
+    flight: the transaction may or may not have committed. ``retryable`` is
+    false for failures that re-running at once would not cure (statement
+    timeout, pool timeout); ``Database.run`` re-runs only retryable ones.
     """
 
     status_code = 503
 
-    def __init__(self, message: str, *, outcome_unknown: bool = False, **kw: Any) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        outcome_unknown: bool = False,
+        retryable: bool = True,
+        **kw: Any,
+    ) -> None:
         super().__init__(message, **kw)
         self.outcome_unknown = outcome_unknown
+        self.retryable = retryable
 
 
 class DatabaseUnavailableError(TransientError):
@@ -184,7 +194,11 @@ def sqlstate_of(exc: BaseException) -> str | None:
 def is_retryable(exc: BaseException) -> bool:
     """True for errors that re-running the whole transaction can cure."""
     if isinstance(exc, TransientError):
-        return not exc.outcome_unknown and not isinstance(exc, DatabaseUnavailableError)
+        return (
+            exc.retryable
+            and not exc.outcome_unknown
+            and not isinstance(exc, DatabaseUnavailableError)
+        )
     return False
 
 
@@ -213,7 +227,9 @@ def translate(exc: BaseException) -> DataLayerError:
             "the row was changed or deleted by someone else since it was read; reload and retry"
         )
     if isinstance(exc, sa_exc.TimeoutError):
-        return TransientError("connection pool exhausted: no connection free within pool_timeout")
+        return TransientError(
+            "connection pool exhausted: no connection free within pool_timeout", retryable=False
+        )
     if (
         isinstance(exc, sa_exc.StatementError)
         and not isinstance(exc, sa_exc.DBAPIError)
@@ -235,14 +251,17 @@ def translate(exc: BaseException) -> DataLayerError:
             return ConflictError(_conflict_message(code, table, constraint, column, value), **kw)
         if code in _INVALID or code.startswith("22"):
             message = _invalid_message(code, table, constraint, column)
-            if code.startswith("22"):
-                message = f"{message}: {str(getattr(pg, 'message', '')).splitlines()[0][:200]}"
+            pg_message = str(getattr(pg, "message", None) or "").strip()
+            if code.startswith("22") and pg_message:
+                message = f"{message}: {pg_message.splitlines()[0][:200]}"
             return InvalidDataError(message, **kw)
         if code in RETRYABLE_SQLSTATES:
             kind = "serialization failure" if code == "40001" else "deadlock detected"
             return TransientError(f"{kind}; the transaction can be retried", **kw)
         if code == _TIMEOUT:
-            return TransientError("statement cancelled: statement_timeout exceeded", **kw)
+            return TransientError(
+                "statement cancelled: statement_timeout exceeded", retryable=False, **kw
+            )
         if code.startswith(_CONNECTION_CLASSES):
             return TransientError(f"database connection lost (SQLSTATE {code})", **kw)
         if code == "25006":

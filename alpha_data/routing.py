@@ -88,6 +88,7 @@ class Replica:
     replay_lsn: int = 0
     lag: float | None = None
     lag_bytes: int | None = None
+    lagging: bool = False
     failures: int = 0
     retry_at: float = 0.0
     last_error: str | None = None
@@ -300,15 +301,15 @@ class Router:
         if target != self._covered or periodic:
             try:
                 lsn = await asyncio.wait_for(self._primary_lsn(), self.probe_timeout)
-            except Exception as exc:
+            except Exception as exc:  # the primary is unreachable: its reads will say so
                 log.debug("cannot read the primary's WAL position: %r", exc)
                 if target != self._covered:
                     await asyncio.sleep(min(self.check_interval, 0.1))
-                return
-            self._sample(lsn)
-            if target != self._covered:
-                self._fence = max(self._fence, lsn)
-                self._covered = target
+            else:
+                self._sample(lsn)
+                if target != self._covered:
+                    self._fence = max(self._fence, lsn)
+                    self._covered = target
         now = time.monotonic()
         due = [
             r
@@ -335,6 +336,19 @@ class Router:
             return
         replica.replay_lsn = max(replica.replay_lsn, int(lsn or 0))
         replica.lag, replica.lag_bytes = self._lag(replica.replay_lsn)
+        lagging = replica.lag > self.max_lag
+        if lagging != replica.lagging:
+            replica.lagging = lagging
+            if lagging:
+                log.warning(
+                    "read replica %s is %.1f s behind the primary (replica_max_lag %.1f s); "
+                    "it serves no reads until it catches up",
+                    replica.name,
+                    replica.lag,
+                    self.max_lag,
+                )
+            else:
+                log.warning("read replica %s caught up; routing reads to it", replica.name)
         if not replica.healthy:
             replica.healthy = True
             replica.failures = 0
@@ -400,6 +414,8 @@ class RoutedReadSession(ReadOnlySession):
 
     The route is chosen when the first statement needs a connection and kept
     until the transaction ends (an autocommit session: until it is closed).
+    A replica that cannot give a connection, or fails a statement run through
+    ``execute``, is replaced by the primary when that is safe (Route.may_fall_back).
     """
 
     def get_bind(self, mapper: Any = None, *, bind: Any = None, **kw: Any) -> Engine | Connection:
@@ -415,6 +431,46 @@ class RoutedReadSession(ReadOnlySession):
             self.info[ROUTE_KEY] = route
         return route.engine.sync_engine
 
+    def connection(
+        self,
+        bind_arguments: dict[str, Any] | None = None,
+        execution_options: Any = None,
+    ) -> Connection:
+        """The route's connection; the primary's when the replica refuses one.
+
+        Whoever asks for the connection runs statements on it that this
+        session cannot re-run: the route counts as used from here on.
+        """
+        try:
+            conn = super().connection(bind_arguments, execution_options)
+        except Exception as exc:
+            if (bind_arguments or {}).get("bind") is not None or not _fall_back(self, exc):
+                raise
+            conn = super().connection(bind_arguments, execution_options)
+        route: Route | None = self.info.get(ROUTE_KEY)
+        if route is not None:
+            route.statements += 1
+        return conn
+
+
+def _fall_back(session: Session, exc: BaseException) -> bool:
+    """Switch ``session`` to the primary after its replica failed, if that is safe."""
+    route: Route | None = session.info.get(ROUTE_KEY)
+    kind = _replica_failure(exc)
+    if route is None or route.replica is None or kind is None or not route.may_fall_back:
+        return False
+    if kind == "down":
+        route.router.failed(route.replica, exc)
+    else:
+        log.info(
+            "read on replica %s failed (%s); re-running it on the primary",
+            route.replica.name,
+            kind,
+        )
+    route.router.fallbacks += 1
+    session.info[ROUTE_KEY] = route.router.primary_route(route.options)
+    return True
+
 
 @event.listens_for(RoutedReadSession, "do_orm_execute")
 def _read_with_fallback(state: ORMExecuteState) -> Any:
@@ -425,26 +481,10 @@ def _read_with_fallback(state: ORMExecuteState) -> Any:
     try:
         result = state.invoke_statement()
     except Exception as exc:
-        route: Route | None = session.info.get(ROUTE_KEY)
-        kind = _replica_failure(exc)
-        if route is None or kind is None or not route.may_fall_back:
+        if not _fall_back(session, exc):
             raise
-        assert route.replica is not None
-        if kind == "down":
-            route.router.failed(route.replica, exc)
-        else:
-            log.info(
-                "read on replica %s failed (%s); re-running it on the primary",
-                route.replica.name,
-                kind,
-            )
-        route.router.fallbacks += 1
-        primary = route.router.primary_route(route.options)
-        session.info[ROUTE_KEY] = primary
         result = state.invoke_statement()
-        primary.statements += 1
-        return result
-    route = session.info.get(ROUTE_KEY)
+    route: Route | None = session.info.get(ROUTE_KEY)
     if route is not None:
         route.statements += 1
     return result

@@ -41,7 +41,7 @@ import re
 import secrets
 import threading
 import unicodedata
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -155,8 +155,8 @@ def check_password_policy(password: Any, *, username: str | None = None) -> str:
         raise InvalidDataError(f"password must be at most {MAX_PASSWORD_LENGTH} characters long")
     if not normalized.strip():
         raise InvalidDataError("password must not be only whitespace")
-    if any(unicodedata.category(c) == "Cc" for c in normalized):
-        raise InvalidDataError("password must not contain control characters")
+    if any(unicodedata.category(c) in ("Cc", "Cs") for c in normalized):
+        raise InvalidDataError("password must not contain control characters or lone surrogates")
     if username is not None and normalized.casefold() == _normalize(username).casefold():
         raise InvalidDataError("password must not be the same as the username")
     return normalized
@@ -188,6 +188,8 @@ def _verify_sync(hasher: PasswordHasher, encoded: str, password: str) -> Passwor
     try:
         hasher.verify(encoded, password)
     except (VerifyMismatchError, VerificationError, InvalidHashError):
+        return PasswordCheck(ok=False)
+    except UnicodeEncodeError:  # a lone surrogate: no stored password can match it
         return PasswordCheck(ok=False)
     return PasswordCheck(ok=True, needs_rehash=hasher.check_needs_rehash(encoded))
 
@@ -330,7 +332,7 @@ def check_permissions(permissions: Any) -> list[str]:
 
     Returns them de-duplicated in their original order.
     """
-    if isinstance(permissions, (str, bytes)) or not isinstance(permissions, Iterable):
+    if isinstance(permissions, (str, bytes, Mapping)) or not isinstance(permissions, Iterable):
         raise InvalidDataError("permissions must be a list of strings")
     out: list[str] = []
     for item in permissions:
@@ -364,7 +366,8 @@ def require(api_key: Any, permission: str) -> None:
         raise InvalidDataError("permission must be a non-empty string")
     granted = getattr(api_key, "permissions", None) or []
     if not has_permission(granted, permission):
-        raise PermissionDeniedError(f"this API key lacks the permission {permission!r}")
+        shown = permission if len(permission) <= 64 else permission[:64] + "…"
+        raise PermissionDeniedError(f"this API key lacks the permission {shown!r}")
 
 
 def should_touch(

@@ -21,6 +21,9 @@ def mask_url(url: str) -> str:
         parts = urlsplit(url)
         if parts.password is None:
             return url
+        if "," in parts.netloc:  # redis+sentinel:// and redis+cluster:// name several hosts
+            hosts = parts.netloc.rpartition("@")[2]
+            return urlunsplit(parts._replace(netloc=f"{parts.username or ''}:***@{hosts}"))
         user = parts.username or ""
         host = parts.hostname or ""
         if ":" in host:
@@ -127,7 +130,10 @@ class Settings(BaseSettings):
     def _check_redis_url(cls, value: str) -> str:
         scheme = urlsplit(value).scheme
         if scheme not in _REDIS_SCHEMES:
-            raise ValueError(f"must be a redis://, rediss:// or memory:// URL, got {scheme!r}")
+            raise ValueError(
+                "must be a redis://, rediss://, unix://, memory://, redis+sentinel:// or "
+                f"redis+cluster:// URL, got {scheme!r}"
+            )
         return value
 
     @field_validator("cache_prefix")

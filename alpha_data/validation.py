@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from datetime import datetime
+from datetime import datetime, timedelta, timezone
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -14,6 +14,9 @@ __all__ = ["check_aware", "check_finite", "check_money", "check_symbol", "check_
 #: Numeric(18, 8): at most 10 digits before the point and 8 after.
 _MONEY_MAX = Decimal("9999999999.99999999")
 _MONEY_EXP = Decimal("0.00000001")
+# asyncpg writes exactly datetime.min/max as -infinity/infinity (read back naive).
+_EARLIEST = datetime.min.replace(tzinfo=timezone.utc) + timedelta(microseconds=1)
+_LATEST = datetime.max.replace(tzinfo=timezone.utc) - timedelta(microseconds=1)
 
 
 def check_money(value: Any, what: str, *, positive: bool = False) -> Decimal:
@@ -69,6 +72,12 @@ def check_aware(value: Any, what: str) -> datetime:
         raise InvalidDataError(f"{what} must be a datetime")
     if value.tzinfo is None or value.utcoffset() is None:
         raise InvalidDataError(f"{what} must be timezone-aware")
+    try:
+        utc = value.astimezone(timezone.utc)
+    except OverflowError:
+        raise InvalidDataError(f"{what} is out of range") from None
+    if not _EARLIEST <= utc <= _LATEST:
+        raise InvalidDataError(f"{what} must be between year 1 and year 9999")
     return value
 
 
@@ -76,7 +85,10 @@ def check_finite(value: Any, what: str) -> float:
     """A finite float (NaN and ±inf rejected)."""
     if isinstance(value, bool) or not isinstance(value, (int, float, Decimal)):
         raise InvalidDataError(f"{what} must be a number")
-    number = float(value)
+    try:
+        number = float(value)
+    except OverflowError:
+        raise InvalidDataError(f"{what} is too large for a double") from None
     if not math.isfinite(number):
         raise InvalidDataError(f"{what} must be finite")
     return number

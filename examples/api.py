@@ -34,6 +34,7 @@ from alpha_data.errors import (
     PermissionDeniedError,
 )
 from alpha_data.integrations.fastapi import (
+    ERROR_RESPONSES,
     ReadOnlyUoW,
     UoW,
     add_error_handlers,
@@ -531,6 +532,7 @@ def create_app(settings: Settings | None = None, *, database: Database | None = 
         title="AlphaPulse data API (alpha_data example)",
         version="0.1.0",
         lifespan=lifespan(settings, database=database),
+        responses=ERROR_RESPONSES,
     )
     add_error_handlers(app)
     app.include_router(router)

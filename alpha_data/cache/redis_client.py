@@ -19,17 +19,23 @@ Every form takes the same client options (timeouts, retry, client name).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import logging
 from dataclasses import dataclass, field
 from typing import Any, cast
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import redis.asyncio as redis_asyncio
 from redis.asyncio.cluster import ClusterNode, RedisCluster
-from redis.asyncio.sentinel import Sentinel
+from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 
 __all__ = ["RedisTarget", "is_cluster", "parse_redis_url", "redis_client"]
 
+log = logging.getLogger("alpha_data.cache")
+
+#: How often (s) a Sentinel client re-asks for the master besides listening for failovers.
+SENTINEL_REFRESH = 1.0
 SENTINEL_SCHEME = "redis+sentinel"
 CLUSTER_SCHEME = "redis+cluster"
 DEFAULT_SENTINEL_PORT = 26379
@@ -113,11 +119,75 @@ def _db(text: str) -> int:
     return db
 
 
+class FollowingPool(SentinelConnectionPool):
+    """A Sentinel pool that drops, when released, a connection to a former master.
+
+    redis-py's asyncio pool puts every released connection back; one that was
+    busy when the master moved would keep talking to the old master.
+    """
+
+    async def release(self, connection: Any) -> None:
+        """Return ``connection`` to the pool, disconnected if its node is no longer master."""
+        if self.master_address is not None and not self.owns_connection(connection):
+            with contextlib.suppress(Exception):
+                await connection.disconnect()
+        await super().release(connection)
+
+
 class SentinelRedis(redis_asyncio.Redis):
-    """The master of a Sentinel service; ``aclose`` also closes the Sentinel connections."""
+    """The master of a Sentinel service that follows failovers promptly.
+
+    redis-py asks the Sentinels for the master only when it opens a
+    connection, and after a manual failover the old master keeps answering
+    (as a master) until Sentinel reconfigures it, up to ~10 s later: pooled
+    connections would keep writing there and those writes (cache
+    invalidations) would be lost. So a watcher task, started with the first
+    command, listens for ``+switch-master`` on a Sentinel and also re-asks
+    every ``SENTINEL_REFRESH`` s; when the master moved, idle connections are
+    dropped and busy ones are dropped when released (redis-py's
+    ``SentinelConnectionPool.get_master_address``). ``aclose`` stops it and
+    closes the connections to the Sentinels.
+    """
+
+    _watcher: asyncio.Task[None] | None = None
+
+    async def execute_command(self, *args: Any, **options: Any) -> Any:
+        """Run a command (and make sure the failover watcher runs)."""
+        if self._watcher is None:
+            self._watcher = asyncio.ensure_future(self._watch())
+        result: Any = await super().execute_command(*args, **options)  # type: ignore[no-untyped-call]
+        return result
+
+    async def _watch(self) -> None:
+        pool: Any = self.connection_pool
+        manager = pool.sentinel_manager
+        while True:
+            for sentinel in list(manager.sentinels):
+                pubsub = sentinel.pubsub()
+                try:
+                    await pubsub.subscribe("+switch-master")
+                    while True:
+                        message = await pubsub.get_message(
+                            ignore_subscribe_messages=True, timeout=SENTINEL_REFRESH
+                        )
+                        if message is None or pool.service_name in str(message.get("data")):
+                            await pool.get_master_address()
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:  # this Sentinel is gone: try the next one
+                    log.debug("sentinel watch on %r failed: %r", sentinel, exc)
+                finally:
+                    with contextlib.suppress(Exception):
+                        await pubsub.aclose()
+            await asyncio.sleep(SENTINEL_REFRESH)
 
     async def aclose(self, close_connection_pool: bool | None = None) -> None:
-        """Close the master's pool and the connections to the Sentinels."""
+        """Stop the watcher; close the master's pool and the connections to the Sentinels."""
+        watcher, self._watcher = self._watcher, None
+        if watcher is not None:
+            watcher.cancel()
+            with contextlib.suppress(BaseException):
+                await watcher
         await super().aclose(close_connection_pool)
         manager = getattr(self.connection_pool, "sentinel_manager", None)
         for sentinel in getattr(manager, "sentinels", ()):
@@ -155,7 +225,12 @@ def redis_client(url: str, **options: Any) -> redis_asyncio.Redis:
         sentinel_options["username"] = target.sentinel_username
     sentinel: Any = Sentinel(list(target.nodes), sentinel_kwargs=sentinel_options)  # type: ignore[no-untyped-call]
     master: redis_asyncio.Redis = sentinel.master_for(
-        target.service, redis_class=SentinelRedis, db=target.db, **auth, **options
+        target.service,
+        redis_class=SentinelRedis,
+        connection_pool_class=FollowingPool,
+        db=target.db,
+        **auth,
+        **options,
     )
     return master
 

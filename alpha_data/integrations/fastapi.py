@@ -35,6 +35,7 @@ from typing import Annotated, Any
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel
 from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -45,7 +46,10 @@ from alpha_data.uow import UnitOfWork
 
 __all__ = [
     "ERROR_CODES",
+    "ERROR_RESPONSES",
     "DbSession",
+    "ErrorBody",
+    "ErrorItem",
     "ReadOnlyUoW",
     "UoW",
     "add_error_handlers",
@@ -88,6 +92,28 @@ _RETRY_AFTER_SECONDS = "1"
 def error_body(status: int, detail: Any) -> dict[str, Any]:
     """The JSON body of every error response: ``{"error": code, "detail": ...}``."""
     return {"error": ERROR_CODES.get(status, "error"), "detail": detail}
+
+
+class ErrorItem(BaseModel):
+    """Where a request failed validation and why (the input is never echoed)."""
+
+    loc: list[str]
+    msg: str
+
+
+class ErrorBody(BaseModel):
+    """The documented body of every error response."""
+
+    error: str
+    detail: str | list[ErrorItem]
+
+
+#: OpenAPI ``responses`` for the error statuses, so that the schema documents
+#: the bodies the handlers send (pass to ``FastAPI(responses=...)``).
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorBody, "description": ERROR_CODES[status].replace("_", " ")}
+    for status in (401, 403, 404, 409, 422, 503)
+}
 
 
 # -- lifespan ----------------------------------------------------------------

@@ -66,7 +66,8 @@ class Repository(Generic[ModelT]):
         mapper = cls.model.__mapper__
         secret: frozenset[str] = getattr(cls.model, "__secret_attributes__", frozenset())
         if not isinstance(name, str) or name not in mapper.column_attrs or name in secret:
-            raise InvalidDataError(f"unknown field {name!r} for {cls.model.__name__}")
+            shown = repr(name)[:64] if isinstance(name, str) else type(name).__name__
+            raise InvalidDataError(f"unknown field {shown} for {cls.model.__name__}")
         attr: InstrumentedAttribute[Any] = getattr(cls.model, name)
         return attr
 
@@ -153,11 +154,16 @@ class Repository(Generic[ModelT]):
         name = order_by[1:] if descending else order_by
         if name not in self.orderable:
             allowed = ", ".join(sorted(self.orderable))
-            raise InvalidDataError(f"cannot order {self.model.__name__} by {name!r}; use {allowed}")
+            raise InvalidDataError(
+                f"cannot order {self.model.__name__} by {name[:64]!r}; use {allowed}"
+            )
         column = self._column(name)
         pk = self.model.id
         if after is not None:
             value, last_id = decode_cursor(after, order_by)
+            last_id = check_id(last_id, "cursor")
+            if name != "id":  # a forged cursor may carry any JSON value
+                value = _filter_value(name, column, value)
             if name == "id":
                 stmt = stmt.where(pk < last_id if descending else pk > last_id)
             else:

@@ -526,13 +526,6 @@ async def test_statement_timeout_is_transient_and_the_connection_comes_back_clea
         await db.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="BUG: errors.is_retryable() treats every TransientError as retryable, so "
-    "Database.run re-runs a block cancelled by statement_timeout (57014), contrary to its "
-    "docstring (serialization failures, deadlocks, lost connections only)",
-)
 async def test_run_does_not_rerun_a_block_cancelled_by_statement_timeout(
     settings: Settings, truncate_after: None, tally: Tally
 ):

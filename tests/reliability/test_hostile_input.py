@@ -352,11 +352,8 @@ async def _latest(db: Database, point: Any, attr: str) -> Any:
 
 
 #: (field, hostile value) cells that currently fail, each pinned by a strict xfail test below
-#: (remove the cell here when its test starts to pass).
-KNOWN_BUGS: dict[tuple[str, str], str] = {
-    ("authenticate.password", "lone-surrogate"): "test_lone_surrogate_password_is_refused_on_login",
-    ("authenticate_api_key.permission", "1mb"): "test_refusal_messages_do_not_echo_unbounded_input",
-}
+#: (remove the cell here when its test starts to pass). None at the moment.
+KNOWN_BUGS: dict[tuple[str, str], str] = {}
 
 
 @pytest.mark.parametrize("field", sorted(FIELDS))
@@ -586,29 +583,7 @@ async def test_hostile_times_are_refused_or_stored_as_the_same_instant(db, tally
     assert not problems, "\n".join(problems)
 
 
-@pytest.mark.parametrize(
-    "where",
-    [
-        pytest.param(
-            "api key expiry",
-            marks=pytest.mark.xfail(
-                strict=True,
-                raises=TypeError,
-                reason="BUG: datetime.max(UTC) is accepted as expires_at, stored as 'infinity', "
-                "read back naive: authenticate_api_key then raises TypeError comparing it",
-            ),
-        ),
-        pytest.param(
-            "metric time",
-            marks=pytest.mark.xfail(
-                strict=True,
-                raises=AssertionError,
-                reason="BUG: datetime.max(UTC) is stored as 'infinity' and comes back as a naive "
-                "datetime (MetricPoint.time must be UTC-aware)",
-            ),
-        ),
-    ],
-)
+@pytest.mark.parametrize("where", ["api key expiry", "metric time"])
 async def test_the_largest_datetime_is_refused_or_round_trips_aware(db, tally: Tally, where: str):
     """datetime.max with a zone is what asyncpg sends as PostgreSQL 'infinity'."""
     ctx = await make_ctx(db)
@@ -853,21 +828,9 @@ FORGED: dict[str, tuple[str, Any, int]] = {
 }
 
 
-FORGED_BUG = pytest.mark.xfail(
-    strict=True,
-    raises=DataLayerError,
-    reason="BUG: a cursor's digest has no key, so anyone can make a valid one; decode_cursor does "
-    "not check the value's type against the ordering column and PostgreSQL answers 42883 "
-    "(DataLayerError, HTTP 500) instead of InvalidDataError",
-)
-
-
 @pytest.mark.parametrize(
     "label",
-    [
-        pytest.param(label, marks=[FORGED_BUG] if label != "out-of-range-id" else [])
-        for label in sorted(FORGED)
-    ],
+    [pytest.param(label) for label in sorted(FORGED)],
 )
 async def test_forged_cursors_with_wrong_types_are_invalid_data(db, tally: Tally, label: str):
     await create_portfolio(db, name="p")
@@ -878,12 +841,6 @@ async def test_forged_cursors_with_wrong_types_are_invalid_data(db, tally: Tally
             await uow.portfolios.list(order_by=order_by, after=_forge(order_by, value, row_id))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="BUG: see test_forged_cursors_with_wrong_types_are_invalid_data (HTTP 500 on "
-    "GET /portfolios/{id}/trades?after=<forged cursor>)",
-)
 async def test_forged_trade_cursor_over_http_is_422_not_500(db, tally: Tally):
     pid = (await create_portfolio(db, name="p")).id
     app = create_app(database=db)
@@ -911,12 +868,6 @@ async def test_refusals_are_typed_errors_with_bounded_messages(db):
 # -- known bugs, one test each (strict: they fail loudly once fixed) --------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=UnicodeEncodeError,
-    reason="BUG: authenticate() hands a password with a lone surrogate to argon2, which "
-    "cannot encode it: UnicodeEncodeError instead of AuthenticationError/InvalidDataError",
-)
 async def test_lone_surrogate_password_is_refused_on_login(db, tally: Tally):
     ctx = await make_ctx(db)
     tally.case("hostile string")
@@ -924,12 +875,6 @@ async def test_lone_surrogate_password_is_refused_on_login(db, tally: Tally):
         await authenticate(db, username=ctx.username, password="correct horse \ud800 battery")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="BUG: PermissionDeniedError repeats the requested permission verbatim, however long "
-    "(a 1 MB permission gives a 1 MB message, and a 1 MB HTTP 403 body)",
-)
 async def test_refusal_messages_do_not_echo_unbounded_input(db, tally: Tally):
     ctx = await make_ctx(db)
     tally.case("hostile string")
@@ -938,12 +883,6 @@ async def test_refusal_messages_do_not_echo_unbounded_input(db, tally: Tally):
     assert len(str(info.value)) < 1000
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=OverflowError,
-    reason="BUG: validation.check_finite() calls float() on an int without catching "
-    "OverflowError, so insert_portfolio_metrics(db, id, 10**400) raises OverflowError",
-)
 async def test_an_int_too_large_for_a_double_is_invalid_data(db, tally: Tally):
     pid = (await create_portfolio(db, name="overflow")).id
     before = await rows_seen_by(db)
@@ -953,12 +892,6 @@ async def test_an_int_too_large_for_a_double_is_invalid_data(db, tally: Tally):
     assert await rows_seen_by(db) == before
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="BUG: tags and permissions accept any iterable, so a mapping is silently stored as "
-    "the list of its keys ({'risk': 'high'} -> ['risk']) instead of being refused",
-)
 @pytest.mark.parametrize("field", ["tags", "permissions"])
 async def test_a_mapping_is_not_taken_for_a_list(db, tally: Tally, field: str):
     ctx = await make_ctx(db)
