@@ -451,3 +451,50 @@ async def test_list_open_filters_and_acknowledge(db):
             await uow.alerts.acknowledge(10**12, "ana")
         with pytest.raises(InvalidDataError):
             await uow.alerts.acknowledge(a2.id, "")
+
+
+async def test_add_many_objects_are_persistent_and_clean(db):
+    async with db.unit_of_work() as uow:
+        p = await uow.portfolios.add(PortfolioFactory.build())
+        trades = await uow.portfolios.add_trades(
+            [TradeFactory.build(portfolio_id=p.id, external_id=f"bulk-{i}") for i in range(5)]
+        )
+        assert all(t.id and t.created_at and t.executed_at for t in trades)
+        assert trades[0].status.value == "filled" and trades[0].fees == Decimal("0")
+        assert not uow.session.dirty and not uow.session.new
+        with count_statements(db.engine) as counter:
+            await uow.flush()
+        assert counter.count == 0  # nothing left to write
+        assert await uow.session.get(type(trades[0]), trades[0].id) is trades[0]
+        trades[1].fees = Decimal("1.25")
+        await uow.commit()
+    async with db.unit_of_work() as uow:
+        page = await uow.portfolios.list_trades(p.id, limit=10)
+        fees = {t.external_id: t.fees for t in page.items}
+    assert fees["bulk-1"] == Decimal("1.25") and fees["bulk-0"] == Decimal("0")
+
+
+async def test_add_many_with_mixed_columns_falls_back_and_still_works(db):
+    async with db.unit_of_work() as uow:
+        p = await uow.portfolios.add(PortfolioFactory.build())
+        given = TradeFactory.build(
+            portfolio_id=p.id, executed_at=datetime(2026, 1, 1, tzinfo=timezone.utc)
+        )
+        plain = TradeFactory.build(portfolio_id=p.id)
+        del plain.__dict__["fees"]  # a different set of columns than `given`
+        trades = await uow.portfolios.add_trades([given, plain])
+        await uow.commit()
+    assert trades[0].executed_at.year == 2026 and trades[1].fees == Decimal("0")
+
+
+async def test_add_many_conflict_writes_nothing(db):
+    async with db.unit_of_work() as uow:
+        p = await uow.portfolios.add(PortfolioFactory.build())
+        await uow.commit()
+    with pytest.raises(ConflictError):
+        async with db.unit_of_work() as uow:
+            await uow.portfolios.add_trades(
+                [TradeFactory.build(portfolio_id=p.id, external_id="same") for _ in range(3)]
+            )
+    async with db.unit_of_work() as uow:
+        assert await uow.portfolios.count_trades(p.id) == 0

@@ -16,7 +16,7 @@ from sqlalchemy.orm import InstrumentedAttribute
 from alpha_data.errors import DataLayerError, InvalidDataError, NotFoundError, translate
 from alpha_data.models.base import Base
 from alpha_data.repositories.pagination import Page, decode_cursor, encode_cursor
-from alpha_data.repositories.rowload import row_loader
+from alpha_data.repositories.rowload import bulk_insert, bulk_insert_keys, row_loader
 from alpha_data.validation import check_aware, check_money, check_text
 
 if TYPE_CHECKING:
@@ -213,6 +213,14 @@ class Repository(Generic[ModelT]):
         items = list(objs)
         for obj in items:
             self._check_type(obj)
+        if items and (keys := bulk_insert_keys(self.model, items)) is not None:
+            try:
+                await bulk_insert(self.session, self.model, items, keys)
+            except DataLayerError:
+                raise
+            except Exception as exc:
+                raise translate(exc) from exc
+            return items
         self.session.add_all(items)
         await self._flush()
         return items

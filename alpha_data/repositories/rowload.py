@@ -1,4 +1,4 @@
-"""Read-only fast path: load mapped objects straight from driver rows.
+"""Fast paths around the ORM's per-object machinery: key lookups and bulk inserts.
 
 A read-only unit of work that looks up rows by key does not need the ORM's
 query machinery (statement compilation per call, result processing, loader
@@ -9,6 +9,12 @@ the ORM's loader does it, then placed in the session's identity map.
 
 Used only when the session does not already hold the object; otherwise the
 regular ORM path runs, so identity-map semantics are unchanged.
+
+Bulk inserts of new, plain objects (no relationships set, the same columns
+given on each) go out as one Core ``INSERT … RETURNING`` executed in
+insertmanyvalues batches; the returned rows are written back into the very
+objects passed in, which then become persistent in the session — what a
+flush does, without its per-object bookkeeping.
 """
 
 from __future__ import annotations
@@ -18,13 +24,13 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from sqlalchemy import Enum as SAEnum
-from sqlalchemy import bindparam, inspect, select
+from sqlalchemy import bindparam, insert, inspect, select
 from sqlalchemy.dialects.postgresql.asyncpg import dialect as asyncpg_dialect
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import instance_state, set_committed_value
 
-__all__ = ["RowLoader", "row_loader"]
+__all__ = ["RowLoader", "bulk_insert", "bulk_insert_keys", "row_loader"]
 
 _DIALECT = asyncpg_dialect()  # type: ignore[no-untyped-call]
 
@@ -109,3 +115,58 @@ def holds_any(session: Session, loader: RowLoader, rows: Sequence[Sequence[Any]]
 def set_loaded(obj: Any, name: str, value: Any) -> None:
     """Mark a relationship as loaded with ``value`` (no SQL, no history)."""
     set_committed_value(obj, name, value)
+
+
+def bulk_insert_keys(model: type[Any], objs: Sequence[Any]) -> tuple[str, ...] | None:
+    """The column keys every object sets, or None when the bulk path does not apply.
+
+    It applies to new objects of exactly ``model`` that are in no session,
+    have no relationship set, and all give the same columns.
+    """
+    mapper: Any = inspect(model)
+    columns = [attr.key for attr in mapper.column_attrs]
+    relationships = set(mapper.relationships.keys())
+    keys: tuple[str, ...] | None = None
+    for obj in objs:
+        if type(obj) is not model:
+            return None
+        state: Any = instance_state(obj)
+        if state.key is not None or state.session_id is not None:
+            return None
+        present = obj.__dict__
+        if relationships & present.keys():
+            return None
+        mine = tuple(k for k in columns if k in present)
+        if keys is None:
+            keys = mine
+        elif mine != keys:
+            return None
+    return keys
+
+
+async def bulk_insert(
+    session: AsyncSession, model: type[Any], objs: Sequence[Any], keys: tuple[str, ...]
+) -> None:
+    """INSERT ``objs`` in batches with RETURNING; make them persistent in ``session``."""
+    mapper: Any = inspect(model)
+    table = mapper.local_table
+    by_key = {attr.key: attr.columns[0] for attr in mapper.column_attrs}
+    version = mapper.version_id_col
+    extra: dict[str, Any] = {}
+    if version is not None and mapper.get_property_by_column(version).key not in keys:
+        extra[version.key] = 1  # what the ORM's version counter starts at
+    params = [{by_key[k].key: obj.__dict__[k] for k in keys} | extra for obj in objs]
+    stmt = insert(table).returning(*table.c, sort_by_parameter_order=True)
+    rows = (await session.execute(stmt, params)).all()
+    attr_keys = [mapper.get_property_by_column(c).key for c in table.c]
+    sync = session.sync_session
+    identity_map = sync.identity_map
+    pk_index = list(table.c).index(mapper.primary_key[0])
+    for obj, row in zip(objs, rows, strict=True):
+        state: Any = instance_state(obj)
+        obj.__dict__.update(zip(attr_keys, row, strict=True))
+        state._commit_all(obj.__dict__)  # loaded values, no pending changes
+        key = mapper.identity_key_from_primary_key((row[pk_index],))
+        state.key = key
+        state.session_id = sync.hash_key
+        identity_map._add_unpresent(state, key)
