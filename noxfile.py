@@ -94,5 +94,5 @@ def reliability(session: nox.Session) -> None:
 @nox.session(python="3.12")
 def fuzz(session: nox.Session) -> None:
     """schemathesis against the example API's own OpenAPI schema: no 5xx, schema-true."""
-    session.install("-e", ".[test]")
+    session.install("-e", ".[test,fuzz]")
     session.run("pytest", "-q", "-p", "no:cacheprovider", "tests/fuzz", *session.posargs)
