@@ -498,3 +498,34 @@ async def test_add_many_conflict_writes_nothing(db):
             )
     async with db.unit_of_work() as uow:
         assert await uow.portfolios.count_trades(p.id) == 0
+
+
+async def test_fast_paths_work_as_the_first_thing_a_process_does(real_db):
+    """The read-only fast path must not rely on some earlier ORM query configuring mappers."""
+    import subprocess
+    import sys
+    import textwrap
+
+    p = await _portfolio_with_positions(real_db, 2)
+    script = textwrap.dedent(
+        f"""
+        import asyncio
+        from alpha_data import Database, Settings
+        async def main():
+            async with Database(Settings(database_url={real_db.settings.database_url!r},
+                                         cache_enabled=False, _env_file=None)) as db:
+                async with db.unit_of_work(read_only=True) as uow:
+                    loaded = await uow.portfolios.get_with_positions({p.id})
+                    assert [x.symbol for x in loaded.positions] == ["S000", "S001"]
+                    assert await uow.users.get(10**12) is None
+        asyncio.run(main())
+        """
+    )
+    done = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]

@@ -27,7 +27,7 @@ from sqlalchemy import Enum as SAEnum
 from sqlalchemy import bindparam, insert, inspect, select
 from sqlalchemy.dialects.postgresql.asyncpg import dialect as asyncpg_dialect
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, configure_mappers
 from sqlalchemy.orm.attributes import instance_state, set_committed_value
 
 __all__ = ["RowLoader", "bulk_insert", "bulk_insert_keys", "row_loader"]
@@ -47,6 +47,7 @@ class RowLoader:
     """Compiled lookups and row → instance for one mapped class."""
 
     def __init__(self, model: type[Any]) -> None:
+        configure_mappers()  # relationships get their loaders only when configured
         self.model = model
         self.mapper: Any = inspect(model)
         self.columns = list(self.mapper.columns)
