@@ -32,7 +32,8 @@ demo: services venv
 	$(BIN)/alpha-data seed
 	$(BIN)/alpha-data demo
 
-test: services venv
+test: venv
+	@$(PYTHON) scripts/check_services.py --test
 	$(BIN)/nox
 
 bench: services venv

@@ -27,7 +27,10 @@ def configured_url() -> str:
 
 
 def main() -> int:
-    parts = urlsplit(configured_url())
+    url = configured_url()
+    if "--test" in sys.argv[1:]:  # the test suite's server (a database per run is made there)
+        url = os.environ.get("ALPHA_DATA_TEST_SERVER_URL", url)
+    parts = urlsplit(url)
     host, port = parts.hostname or "127.0.0.1", parts.port or 5432
     try:
         with socket.create_connection((host, port), timeout=3):
@@ -35,7 +38,9 @@ def main() -> int:
     except OSError as exc:
         print(
             f"error: cannot reach PostgreSQL at {host}:{port} ({exc.strerror or exc}); "
-            "start it or set ALPHA_DATA_DATABASE_URL (see .env.example)",
+            "start it or set ALPHA_DATA_DATABASE_URL"
+            f"{' / ALPHA_DATA_TEST_SERVER_URL' if '--test' in sys.argv[1:] else ''}"
+            " (see .env.example)",
             file=sys.stderr,
         )
         return 1
