@@ -12,7 +12,7 @@ export PYENV_VERSION := $(PYENV_ALL)
 endif
 export UV_PYTHON_DOWNLOADS := never
 
-.PHONY: venv demo test bench lint typecheck services clean
+.PHONY: venv demo test bench lint typecheck services test-services clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 10))' || { echo "error: Python 3.10+ is needed as $(PYTHON)"; exit 1; }
@@ -26,14 +26,16 @@ venv: $(STAMP)
 services:
 	@$(PYTHON) scripts/check_services.py
 
+test-services:
+	@$(PYTHON) scripts/check_services.py --test
+
 demo: services venv
 	$(BIN)/alpha-data db create
 	$(BIN)/alpha-data migrate
 	$(BIN)/alpha-data seed
 	$(BIN)/alpha-data demo
 
-test: venv
-	@$(PYTHON) scripts/check_services.py --test
+test: test-services venv
 	$(BIN)/nox
 
 bench: services venv
