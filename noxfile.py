@@ -20,6 +20,7 @@ nox.options.sessions = [
     "tests",
     "reliability",
     "fuzz",
+    "scaleout",
     "bench-smoke",
 ]
 
@@ -96,3 +97,11 @@ def fuzz(session: nox.Session) -> None:
     """schemathesis against the example API's own OpenAPI schema: no 5xx, schema-true."""
     session.install("-e", ".[test,fuzz]")
     session.run("pytest", "-q", "-p", "no:cacheprovider", "tests/fuzz", *session.posargs)
+
+
+@nox.session(python="3.12")
+def scaleout(session: nox.Session) -> None:
+    """Replicas, PgBouncer and Redis Sentinel/Cluster, on throwaway real servers."""
+    session.run("bash", "scripts/scaleout/install.sh", external=True)
+    session.install("-e", ".[test]")
+    session.run("pytest", "-q", "-p", "no:cacheprovider", "tests/scaleout", *session.posargs)

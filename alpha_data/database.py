@@ -24,6 +24,7 @@ from sqlalchemy.ext.asyncio import (
 )
 
 from alpha_data.cache import Cache, make_cache_backend
+from alpha_data.cache.redis_client import is_cluster
 from alpha_data.errors import DatabaseUnavailableError, TransientError, is_retryable, sqlstate_of
 from alpha_data.events import EventBus
 from alpha_data.health import ComponentHealth
@@ -97,9 +98,12 @@ class Database:
             ),
         )
         self._isolated: dict[tuple[str, bool], async_sessionmaker[AsyncSession]] = {}
+        backend = make_cache_backend(s)
         self.cache: Cache = Cache(
-            make_cache_backend(s),
-            prefix=s.cache_prefix,
+            backend,
+            # On Redis Cluster every key of a deployment shares one hash slot
+            # (a read's entry and tag tokens go in one MGET/script/MULTI).
+            prefix=f"{{{s.cache_prefix}}}" if is_cluster(backend.client) else s.cache_prefix,
             ttl=s.cache_ttl,
             negative_ttl=s.cache_negative_ttl,
             enabled=s.cache_enabled,

@@ -28,14 +28,15 @@ import redis.asyncio as redis_asyncio
 from redis.asyncio.client import PubSub
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.exceptions import NoScriptError, RedisError
+from redis.exceptions import NoScriptError, RedisClusterException, RedisError
 
 from alpha_data.cache.backends import CacheUnavailable, Store
 from alpha_data.cache.redis_client import redis_client
 
 __all__ = ["STORE_SCRIPT", "RedisBackend"]
 
-_FAILURES = (RedisError, OSError, asyncio.TimeoutError)
+# RedisClusterException (e.g. no reachable node) is not a RedisError.
+_FAILURES = (RedisError, RedisClusterException, OSError, asyncio.TimeoutError)
 
 STORE_SCRIPT = """
 local n = #KEYS - 1

@@ -128,7 +128,8 @@ class FollowingPool(SentinelConnectionPool):
 
     async def release(self, connection: Any) -> None:
         """Return ``connection`` to the pool, disconnected if its node is no longer master."""
-        if self.master_address is not None and not self.owns_connection(connection):
+        master = self.master_address
+        if master is not None and (connection.host, connection.port) != tuple(master):
             with contextlib.suppress(Exception):
                 await connection.disconnect()
         await super().release(connection)

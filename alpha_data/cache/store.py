@@ -259,7 +259,14 @@ class Cache:
         loop = asyncio.get_running_loop()
         while True:
             if self._tasks:
-                await asyncio.gather(*list(self._tasks), return_exceptions=True)
+                pending = [task for task in self._tasks if not task.done()]
+                if pending:
+                    await asyncio.gather(*pending, return_exceptions=True)
+                else:
+                    # Done, but their done-callbacks (which drop them from the
+                    # set) have not run yet. Since 3.12, gather() over finished
+                    # tasks completes without yielding: yield explicitly.
+                    await asyncio.sleep(0)
             elif self._storing is loop:
                 await asyncio.sleep(0)  # the store task starts on the next iteration
             else:
