@@ -16,23 +16,18 @@ timer; only the read is timed. The run creates and drops its own database
 
 from __future__ import annotations
 
-import asyncio
 import statistics
-import sys
 import time
 import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import orjson
-from alembic import command
-from alembic.config import Config
-from sqlalchemy.engine import make_url
 
 from alpha_data import Database, Settings
 from alpha_data.models import Role, User
+from bench.setup import REDIS_URL
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -40,23 +35,6 @@ Sample = Callable[[], Awaitable[float]]
 
 
 # -- its own database ----------------------------------------------------------
-
-
-async def _admin(server_url: str, sql: str) -> None:
-    dsn = make_url(server_url).set(drivername="postgresql", database="postgres")
-    conn = await asyncpg.connect(dsn.render_as_string(hide_password=False), timeout=10)
-    try:
-        await conn.execute(sql)
-    finally:
-        await conn.close()
-
-
-def _migrate(url: str) -> None:
-    cfg = Config(str(ROOT / "alembic.ini"))
-    cfg.set_main_option("script_location", str(ROOT / "migrations"))
-    cfg.attributes["url"] = url
-    cfg.attributes["configure_logger"] = False
-    command.upgrade(cfg, "head")
 
 
 # -- measuring -----------------------------------------------------------------
@@ -150,50 +128,21 @@ async def _measure(db: Database, quick: bool) -> list[dict[str, Any]]:
     return [hit_row, miss_row]
 
 
-async def run(db_url: str, redis_url: str, *, quick: bool) -> list[dict[str, Any]]:
-    """Measure on a database of its own (created on ``db_url``'s server, then dropped)."""
-    name = f"alpha_bench_{uuid.uuid4().hex[:10]}"
-    server = make_url(db_url).set(drivername="postgresql+asyncpg")
-    url = server.set(database=name).render_as_string(hide_password=False)
-    await _admin(db_url, f'CREATE DATABASE "{name}"')
+async def run(url: str, *, quick: bool) -> list[dict[str, Any]]:
+    """Measure on the (already migrated) benchmark database at ``url``."""
+    settings = Settings(
+        database_url=url,
+        redis_url=REDIS_URL,
+        cache_prefix=f"bench:{uuid.uuid4().hex[:8]}",
+        # Generous: a test suite pausing the shared Redis must not abort
+        # the run (timeouts cost nothing while nothing times out).
+        redis_socket_timeout=5.0,
+        _env_file=None,  # type: ignore[call-arg]
+    )
+    db = Database(settings)
     try:
-        await asyncio.to_thread(_migrate, url)
-        settings = Settings(
-            database_url=url,
-            redis_url=redis_url,
-            cache_prefix=f"bench:{uuid.uuid4().hex[:8]}",
-            # Generous: a test suite pausing the shared Redis must not abort
-            # the run (timeouts cost nothing while nothing times out).
-            redis_socket_timeout=5.0,
-            _env_file=None,  # type: ignore[call-arg]
-        )
-        db = Database(settings)
-        try:
-            await db.connect()
-            return await _measure(db, quick)
-        finally:
-            await db.cache.clear()
-            await db.close()
+        await db.connect()
+        return await _measure(db, quick)
     finally:
-        await _admin(db_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
-def main(argv: list[str]) -> int:
-    """Print the results as a table."""
-    quick = "--quick" in argv
-    args = [a for a in argv if not a.startswith("--")]
-    db_url = args[0] if args else "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres"
-    redis_url = args[1] if len(args) > 1 else "redis://127.0.0.1:6379/15"
-    rows = asyncio.run(run(db_url, redis_url, quick=quick))
-    for row in rows:
-        verdict = "ok" if row["ratio"] <= row["goal"] else "OVER GOAL"
-        print(
-            f"{row['name']}\n  ours {row['ours_median_ms']:.4f} ms   "
-            f"baseline {row['baseline_median_ms']:.4f} ms   "
-            f"ratio {row['ratio']:.3f} (goal ≤ {row['goal']})  {verdict}"
-        )
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+        await db.cache.clear()
+        await db.close()

@@ -26,14 +26,11 @@ Run it standalone: ``python bench/bench_metrics.py [--quick] [--url URL]``.
 
 from __future__ import annotations
 
-import argparse
-import asyncio
 import json
 import random
 import statistics
 import sys
 import time
-import uuid
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -58,26 +55,6 @@ Result = dict[str, Any]
 
 def _dsn(url: str) -> str:
     return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
-
-
-def _with_database(url: str, name: str) -> str:
-    return make_url(url).set(database=name).render_as_string(hide_password=False)
-
-
-async def _admin(db_url: str, sql: str) -> None:
-    conn = await asyncpg.connect(_dsn(_with_database(db_url, "postgres")), timeout=10)
-    try:
-        await conn.execute(sql)
-    finally:
-        await conn.close()
-
-
-def _migrate(url: str) -> None:
-    from alembic import command
-
-    from alpha_data.cli.db import alembic_config
-
-    command.upgrade(alembic_config(Settings(database_url=url, _env_file=None)), "head")  # type: ignore[call-arg]
 
 
 def _result(name: str, ours: list[float], base: list[float], goal: str) -> Result:
@@ -307,48 +284,18 @@ async def _bench_reads(db: Database, raw: asyncpg.Connection, quick: bool) -> li
     return results
 
 
-async def run(db_url: str, *, quick: bool) -> list[dict[str, Any]]:
-    """Run every metrics benchmark on a database of its own; return one dict per measure."""
-    name = f"alpha_bench_metrics_{uuid.uuid4().hex[:10]}"
-    url = _with_database(db_url, name)
-    await _admin(db_url, f'CREATE DATABASE "{name}"')
+async def run(url: str, *, quick: bool) -> list[dict[str, Any]]:
+    """Run every metrics benchmark on the (already migrated) database at ``url``."""
+    settings = Settings(  # type: ignore[call-arg]
+        database_url=url, redis_url="memory://", statement_timeout=120, _env_file=None
+    )
+    db = Database(settings)
+    raw = await asyncpg.connect(_dsn(url), timeout=10)
     try:
-        await asyncio.to_thread(_migrate, url)
-        settings = Settings(  # type: ignore[call-arg]
-            database_url=url, redis_url="memory://", statement_timeout=120, _env_file=None
-        )
-        db = Database(settings)
-        raw = await asyncpg.connect(_dsn(url), timeout=10)
-        try:
-            await db.connect()
-            results = await _bench_ingest(db, raw, quick)
-            results += await _bench_reads(db, raw, quick)
-        finally:
-            await raw.close()
-            await db.close()
+        await db.connect()
+        results = await _bench_ingest(db, raw, quick)
+        results += await _bench_reads(db, raw, quick)
     finally:
-        await _admin(db_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await raw.close()
+        await db.close()
     return results
-
-
-def main() -> None:
-    """Command line: print the results as a table."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--quick", action="store_true", help="small sizes (well under 20 s)")
-    parser.add_argument("--url", default=None, help="any database URL on the target server")
-    args = parser.parse_args()
-    url = args.url or Settings().database_url
-    started = time.perf_counter()
-    results = asyncio.run(run(url, quick=args.quick))
-    width = max(len(r["name"]) for r in results)
-    print(f"{'benchmark':<{width}}  {'ours ms':>9}  {'base ms':>9}  {'ratio':>6}  goal")
-    for r in results:
-        print(
-            f"{r['name']:<{width}}  {r['ours_median_ms']:>9.2f}  "
-            f"{r['baseline_median_ms']:>9.2f}  {r['ratio']:>6.2f}  {r['goal']}"
-        )
-    print(f"total {time.perf_counter() - started:.1f} s")
-
-
-if __name__ == "__main__":
-    main()

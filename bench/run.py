@@ -72,14 +72,8 @@ def _from_dict(row: dict[str, Any]) -> Result:
 
 
 async def _run_module(module: Any, *, quick: bool) -> list[Result]:
-    name = module.__name__.rsplit(".", 1)[-1]
-    if name == "bench_cache":  # creates its own database on the server
-        rows = await module.run(SERVER_URL, REDIS_URL, quick=quick)
-    elif name == "bench_metrics":
-        rows = await module.run(SERVER_URL, quick=quick)
-    else:
-        async with bench_database() as url:
-            rows = await module.run(url, quick=quick)
+    async with bench_database() as url:
+        rows = await module.run(url, quick=quick)
     return [r if isinstance(r, Result) else _from_dict(r) for r in rows]
 
 

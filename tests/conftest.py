@@ -22,6 +22,7 @@ from tests.support import (
     REDIS_URL,
     create_database,
     drop_database,
+    isolated,
     migrate,
     run_id,
 )
@@ -74,16 +75,8 @@ def settings(database_url: str, run_name: str, _redis_cleanup: None) -> Settings
 @pytest.fixture
 async def db(settings: Settings) -> AsyncIterator[Database]:
     """Database isolated by an outer transaction rolled back at the end."""
-    database = Database(settings)
-    async with database.engine.connect() as conn:
-        outer = await conn.begin()
-        database.use_connection(conn)
-        try:
-            yield database
-        finally:
-            if outer.is_active:
-                await outer.rollback()
-    await database.close()
+    async with isolated(settings) as database:
+        yield database
 
 
 @pytest.fixture

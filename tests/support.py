@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 import os
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -106,3 +106,20 @@ async def terminate_backend(pid: int) -> None:
         await conn.execute("SELECT pg_terminate_backend($1)", pid)
     finally:
         await conn.close()
+
+
+@asynccontextmanager
+async def isolated(settings: Any) -> AsyncIterator[Any]:
+    """A Database whose sessions all run in one outer transaction, rolled back at the end."""
+    from alpha_data import Database
+
+    database = Database(settings)
+    async with database.engine.connect() as conn:
+        outer = await conn.begin()
+        database.use_connection(conn)
+        try:
+            yield database
+        finally:
+            if outer.is_active:
+                await outer.rollback()
+    await database.close()

@@ -35,26 +35,11 @@ from tests.factories import (
     PositionFactory,
     UserFactory,
 )
-from tests.support import ALL_TABLES, REDIS_URL, count_statements
+from tests.support import ALL_TABLES, REDIS_URL, count_statements, isolated
 
 T = TypeVar("T")
 
 # -- fixtures and helpers ------------------------------------------------------
-
-
-@asynccontextmanager
-async def isolated(settings: Settings) -> AsyncIterator[Database]:
-    """Like the ``db`` fixture: every session inside one outer transaction, rolled back."""
-    database = Database(settings)
-    async with database.engine.connect() as conn:
-        outer = await conn.begin()
-        database.use_connection(conn)
-        try:
-            yield database
-        finally:
-            if outer.is_active:
-                await outer.rollback()
-    await database.close()
 
 
 @pytest.fixture(params=["redis", "memory"])
