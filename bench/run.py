@@ -9,6 +9,7 @@ import argparse
 import asyncio
 import json
 import platform
+import re
 import sys
 import time
 from pathlib import Path
@@ -56,6 +57,8 @@ def _from_dict(row: dict[str, Any]) -> Result:
     """Rows reported as dicts (cache, metrics) become Results."""
     goal = row.get("goal", "report")
     limit = float(goal) if isinstance(goal, (int, float)) else None
+    if limit is None and (found := re.search(r"<=\s*([0-9.]+)", str(goal))):
+        limit = float(found.group(1))
     ratio = float(row["ratio"])
     return Result(
         name=str(row["name"]),
@@ -65,7 +68,7 @@ def _from_dict(row: dict[str, Any]) -> Result:
         baseline_median_ms=float(row["baseline_median_ms"]),
         baseline_p95_ms=float(row.get("baseline_p95_ms", float("nan"))),
         ratio=ratio,
-        goal=f"<= {limit}x" if limit is not None else str(goal),
+        goal=str(goal) if isinstance(goal, str) else f"<= {limit}x",
         met=None if limit is None else ratio <= limit,
         note=str(row.get("note", "")),
     )
