@@ -309,10 +309,11 @@ class TcpProxy:
 
     async def stop(self) -> None:
         """Stop listening (connections are refused) and abort every open connection."""
-        if self._server is not None:
-            self._server.close()
-            await self._server.wait_closed()
-            self._server = None
+        server, self._server = self._server, None
+        if server is not None:
+            server.close()  # no new connections from here on
+        # Abort before wait_closed(): since Python 3.12.1 it waits for every
+        # connection the server accepted to close.
         for writer in list(self._writers):
             writer.transport.abort()
         self._writers.clear()
@@ -320,6 +321,8 @@ class TcpProxy:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks.clear()
+        if server is not None:
+            await server.wait_closed()
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
