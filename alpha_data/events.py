@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Sequence
 from datetime import datetime
 from decimal import Decimal
 from types import TracebackType
@@ -202,6 +203,25 @@ class EventBus:
             self.breaker.failure(exc, f"publish {type(event).__name__}")
             return False
         self.published += 1
+        return True
+
+    async def publish_many(self, events: Sequence[Event]) -> bool:
+        """Send ``events`` in order, in one round trip; False (counted) when they cannot go."""
+        if not events:
+            return True
+        if not self.breaker.allow():
+            self.failed += len(events)
+            return False
+        messages = [
+            (self.channel_for(type(event)), event.model_dump_json().encode()) for event in events
+        ]
+        try:
+            await self.backend.publish_many(messages)
+        except CacheUnavailable as exc:
+            self.failed += len(events)
+            self.breaker.failure(exc, "publish")
+            return False
+        self.published += len(events)
         return True
 
     def subscribe(self, *event_types: type[E], reconnect_delay: float = 0.2) -> Subscription[E]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import logging
 from collections.abc import Awaitable, Callable
 from time import perf_counter
@@ -95,6 +94,7 @@ class UnitOfWork:
         self._state = _NEW
         self._session: AsyncSession | None = None
         self._after_commit: list[AfterCommit] = []
+        self._outbox: list[Event] = []
         self._repos: dict[str, Any] = {}
         # Observability (docs/operations.md): counted into ``counters``.
         self._counters = counters
@@ -189,6 +189,7 @@ class UnitOfWork:
         session = self._session
         self._state = _ENDED
         self._after_commit.clear()
+        self._outbox.clear()
         self._repos.clear()
         if self._scope is not None:
             self._scope.discard()
@@ -263,7 +264,14 @@ class UnitOfWork:
         events = self.events
         if events is None:
             raise UnitOfWorkStateError("this unit of work has no event bus")
-        self.on_commit(functools.partial(events.publish, event))
+        if not self._outbox:  # one hook sends every event of the commit, pipelined
+            self.on_commit(self._send_outbox)
+        self._outbox.append(event)
+
+    async def _send_outbox(self) -> None:
+        outbox, self._outbox = self._outbox, []
+        if self.events is not None:
+            await self.events.publish_many(outbox)
 
     async def flush(self) -> None:
         """Send pending changes to PostgreSQL now (errors arrive typed)."""
@@ -317,6 +325,7 @@ class UnitOfWork:
     async def rollback(self) -> None:
         """Roll back now; the UoW stays usable and after-commit callbacks are dropped."""
         self._after_commit.clear()
+        self._outbox.clear()
         if self._scope is not None:
             self._scope.discard()
         await self.session.rollback()

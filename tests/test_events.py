@@ -144,3 +144,25 @@ async def test_publishing_with_redis_down_returns_false(settings: Settings) -> N
 async def test_subscribe_needs_an_event_type(bus_db: Database) -> None:
     with pytest.raises(ValueError):
         bus_db.events.subscribe()
+
+
+async def test_events_of_one_commit_arrive_in_order_and_none_after_rollback(
+    bus_db: Database,
+) -> None:
+    async with bus_db.events.subscribe(TradeExecuted, AlertRaised) as sub:
+        alert = AlertRaised(alert_id=9, title="t", severity="info", source="s")
+        async with bus_db.unit_of_work() as uow:
+            uow.publish_after_commit(trade())
+            uow.publish_after_commit(
+                AlertRaised(alert_id=1, title="gone", severity="info", source="s")
+            )
+            await uow.rollback()  # dropped with the rollback
+            uow.publish_after_commit(trade())
+            uow.publish_after_commit(alert)
+            before = bus_db.events.published
+            await uow.commit()
+        assert bus_db.events.published == before + 2
+        assert await next_event(sub) == trade()
+        assert await next_event(sub) == alert
+        with pytest.raises(asyncio.TimeoutError):
+            await next_event(sub, timeout=0.3)

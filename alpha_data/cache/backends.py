@@ -88,6 +88,10 @@ class CacheBackend(Protocol):
         """Send ``message`` to the subscribers of ``channel``."""
         ...
 
+    async def publish_many(self, messages: Sequence[tuple[str, bytes]]) -> None:
+        """Send several ``(channel, message)`` pairs in one round trip, in order."""
+        ...
+
     async def subscribe(self, channels: Sequence[str]) -> PubSubLink:
         """A link subscribed (and confirmed) to ``channels``."""
         ...

@@ -109,6 +109,11 @@ class MemoryBackend:
         for link in list(self.subscribers.get(channel, ())):
             link.queue.put_nowait((channel, message))
 
+    async def publish_many(self, messages: Sequence[tuple[str, bytes]]) -> None:
+        """Deliver each ``(channel, message)`` in order."""
+        for channel, message in messages:
+            await self.publish(channel, message)
+
     async def subscribe(self, channels: Sequence[str]) -> _MemoryLink:
         """A link that receives what is published on ``channels`` from now on."""
         link = _MemoryLink(self, channels)

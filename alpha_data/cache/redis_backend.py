@@ -178,6 +178,16 @@ class RedisBackend:
         except _FAILURES as exc:
             raise CacheUnavailable(type(exc).__name__) from None
 
+    async def publish_many(self, messages: Sequence[tuple[str, bytes]]) -> None:
+        """PUBLISH each pair, pipelined in one round trip (order kept)."""
+        try:
+            async with self.client.pipeline(transaction=False) as pipe:
+                for channel, message in messages:
+                    pipe.publish(channel, message)
+                await pipe.execute()
+        except _FAILURES as exc:
+            raise CacheUnavailable(type(exc).__name__) from None
+
     async def subscribe(self, channels: Sequence[str]) -> _RedisLink:
         """SUBSCRIBE on a connection of its own and wait for every confirmation."""
         pubsub = self.client.pubsub()

@@ -252,6 +252,28 @@ class Instrumentation:
                 return published
 
         self._patch(bus, "publish", traced_publish)
+        publish_many = bus.publish_many
+
+        async def traced_publish_many(events: Any, *args: Any, **kwargs: Any) -> Any:
+            # One span per event (as for single publishes), sent in one round trip.
+            spans = [
+                tracer.start_span(
+                    "alpha_data.events.publish",
+                    kind=kind,
+                    attributes={"alpha_data.event.type": type(event).__name__},
+                )
+                for event in events
+            ]
+            try:
+                published = await publish_many(events, *args, **kwargs)
+                for span in spans:
+                    span.set_attribute("alpha_data.event.published", bool(published))
+                return published
+            finally:
+                for span in spans:
+                    span.end()
+
+        self._patch(bus, "publish_many", traced_publish_many)
 
     # -- removal -------------------------------------------------------------------
 
