@@ -126,9 +126,8 @@ class PortfolioRepository(Repository[Portfolio]):
         """Insert a trade (``external_id`` is unique where given)."""
         if not isinstance(trade, Trade):
             raise InvalidDataError("add_trade takes a Trade")
-        self.session.add(trade)
-        await self._flush()
-        return trade
+        (added,) = await self.add_trades([trade])  # the Core INSERT … RETURNING path
+        return added
 
     async def add_trades(self, trades: list[Trade]) -> list[Trade]:
         """Insert many trades in batched INSERT … RETURNING statements."""
