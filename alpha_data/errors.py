@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+from collections.abc import Iterator
 from typing import Any
 
 from sqlalchemy import exc as sa_exc
@@ -139,15 +140,21 @@ _CONSTRAINT_MESSAGES: dict[str, str] = {
 }
 
 
-def _postgres_error(exc: BaseException) -> Any | None:
-    """Find the asyncpg error (it carries sqlstate and names) in the cause chain."""
+def _chain(exc: BaseException, *, implicit: bool = True) -> Iterator[BaseException]:
+    """``exc`` and its causes (with ``implicit``, also the exceptions it interrupted)."""
     seen: set[int] = set()
     current: BaseException | None = exc
     while current is not None and id(current) not in seen:
         seen.add(id(current))
+        yield current
+        current = current.__cause__ or (current.__context__ if implicit else None)
+
+
+def _postgres_error(exc: BaseException) -> Any | None:
+    """Find the asyncpg error (it carries sqlstate and names) in the cause chain."""
+    for current in _chain(exc):
         if getattr(current, "sqlstate", None) and hasattr(current, "constraint_name"):
             return current
-        current = current.__cause__ or current.__context__
     orig = getattr(exc, "orig", None)
     if orig is not None and getattr(orig, "sqlstate", None):
         return orig
@@ -157,10 +164,7 @@ def _postgres_error(exc: BaseException) -> Any | None:
 def _is_connection_loss(exc: BaseException) -> bool:
     if isinstance(exc, sa_exc.DBAPIError) and exc.connection_invalidated:
         return True
-    current: BaseException | None = exc
-    seen: set[int] = set()
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
+    for current in _chain(exc):
         name = type(current).__name__
         if isinstance(current, (ConnectionError, asyncio.IncompleteReadError)):
             return True
@@ -171,7 +175,6 @@ def _is_connection_loss(exc: BaseException) -> bool:
             return True
         if isinstance(current, OSError) and not isinstance(current, FileNotFoundError):
             return True
-        current = current.__cause__ or current.__context__
     return False
 
 
@@ -267,26 +270,25 @@ def translate(exc: BaseException) -> DataLayerError:
         if code == "25006":
             return ReadOnlyError("cannot write in a read-only transaction", **kw)
         return DataLayerError(f"database error (SQLSTATE {code})", **kw)
-    if type(exc).__name__ == "DataError" or _is_asyncpg_data_error(exc):
+    if _is_data_error(exc):
         return InvalidDataError(f"invalid value for a query parameter: {_first_line(exc)}")
     if _is_connection_loss(exc):
         return TransientError("database connection lost")
     return DataLayerError(f"unexpected database error: {type(exc).__name__}")
 
 
-def _is_asyncpg_data_error(exc: BaseException) -> bool:
-    current: BaseException | None = exc
-    while current is not None:
-        if type(current).__name__ == "DataError" and type(current).__module__.startswith("asyncpg"):
-            return True
-        current = current.__cause__
-    return False
+def _is_data_error(exc: BaseException) -> bool:
+    """A driver-side DataError (a parameter asyncpg could not encode), no SQLSTATE."""
+    if type(exc).__name__ == "DataError":
+        return True
+    return any(
+        type(c).__name__ == "DataError" and type(c).__module__.startswith("asyncpg")
+        for c in _chain(exc, implicit=False)
+    )
 
 
 def _first_line(exc: BaseException) -> str:
-    current: BaseException = exc
-    while current.__cause__ is not None:
-        current = current.__cause__
+    *_, current = _chain(exc, implicit=False)
     text = str(current).splitlines()[0] if str(current) else type(current).__name__
     return text[:200]
 
