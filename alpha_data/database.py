@@ -84,18 +84,9 @@ class Database:
         self.router: Router | None = (
             Router.from_settings(self.engine, s, self._replica_engine) if s.replica_urls else None
         )
-        self._sessions: async_sessionmaker[AsyncSession] = async_sessionmaker(
-            self.engine,
-            expire_on_commit=False,
-            **session_options(self.router, read_only=False, execution_options={}),
-        )
-        self._read_sessions: async_sessionmaker[AsyncSession] = async_sessionmaker(
-            self.engine.execution_options(isolation_level="AUTOCOMMIT"),
-            expire_on_commit=False,
-            autoflush=False,
-            **session_options(
-                self.router, read_only=True, execution_options={"isolation_level": "AUTOCOMMIT"}
-            ),
+        self._sessions = self._make_sessions(read_only=False)
+        self._read_sessions = self._make_sessions(
+            read_only=True, autoflush=False, isolation_level="AUTOCOMMIT"
         )
         self._isolated: dict[tuple[str, bool], async_sessionmaker[AsyncSession]] = {}
         backend = make_cache_backend(s)
@@ -249,23 +240,26 @@ class Database:
         key = (isolation_level, read_only)
         factory = self._isolated.get(key)
         if factory is None:
-            engine = self.engine.execution_options(
-                isolation_level=isolation_level, postgresql_readonly=read_only
+            factory = self._isolated[key] = self._make_sessions(
+                read_only=read_only, isolation_level=isolation_level, postgresql_readonly=read_only
             )
-            factory = async_sessionmaker(
-                engine,
-                expire_on_commit=False,
-                **session_options(
-                    self.router,
-                    read_only=read_only,
-                    execution_options={
-                        "isolation_level": isolation_level,
-                        "postgresql_readonly": read_only,
-                    },
-                ),
-            )
-            self._isolated[key] = factory
         return factory
+
+    def _make_sessions(
+        self, *, read_only: bool, autoflush: bool = True, **execution_options: Any
+    ) -> async_sessionmaker[AsyncSession]:
+        """A session factory on the primary engine with ``execution_options`` (routed if set)."""
+        engine = (
+            self.engine.execution_options(**execution_options) if execution_options else self.engine
+        )
+        return async_sessionmaker(
+            engine,
+            expire_on_commit=False,
+            autoflush=autoflush,
+            **session_options(
+                self.router, read_only=read_only, execution_options=execution_options
+            ),
+        )
 
     def unit_of_work(
         self, *, read_only: bool = False, isolation_level: IsolationLevel | None = None
