@@ -240,7 +240,7 @@ def _filter_value(name: str, column: InstrumentedAttribute[Any], value: Any) -> 
         try:
             return sa_type.enum_class(value)
         except ValueError:
-            raise InvalidDataError(f"{name}: {value!r} is not an allowed value") from None
+            raise InvalidDataError(f"{name}: {repr(value)[:64]} is not an allowed value") from None
     try:
         expected: type = sa_type.python_type
     except NotImplementedError:

@@ -10,13 +10,14 @@ from typing import Any
 from sqlalchemy import Numeric, String, bindparam, func, select, update
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import selectinload
+from sqlalchemy.orm.attributes import set_committed_value
 
 from alpha_data.cache import TagSpec, cached, invalidated_by, invalidates
 from alpha_data.errors import InvalidDataError, translate
 from alpha_data.models import Portfolio, Position, Trade
 from alpha_data.repositories.base import Repository, check_id
 from alpha_data.repositories.pagination import Page
-from alpha_data.repositories.rowload import holds_any, row_loader, set_loaded
+from alpha_data.repositories.rowload import holds_any, row_loader
 from alpha_data.validation import check_aware, check_money, check_symbol
 
 __all__ = ["PORTFOLIO_ID", "PortfolioRepository"]
@@ -84,7 +85,10 @@ class PortfolioRepository(Repository[Portfolio]):
         if holds_any(sync, portfolios, rows) or holds_any(sync, positions, children):
             return _HELD
         portfolio = portfolios.build(sync, rows[0])
-        set_loaded(portfolio, "positions", [positions.build(sync, row) for row in children])
+        # Loaded, as a selectinload would leave it: no SQL, no history.
+        set_committed_value(
+            portfolio, "positions", [positions.build(sync, row) for row in children]
+        )
         return portfolio
 
     async def get_position(

@@ -28,7 +28,7 @@ from sqlalchemy import bindparam, insert, inspect, select
 from sqlalchemy.dialects.postgresql.asyncpg import dialect as asyncpg_dialect
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session, configure_mappers
-from sqlalchemy.orm.attributes import instance_state, set_committed_value
+from sqlalchemy.orm.attributes import instance_state
 
 __all__ = ["RowLoader", "bulk_insert", "bulk_insert_keys", "row_loader"]
 
@@ -111,11 +111,6 @@ def holds_any(session: Session, loader: RowLoader, rows: Sequence[Sequence[Any]]
     if not len(identity_map):
         return False
     return any(loader.identity_key(r[loader.pk_index]) in identity_map for r in rows)
-
-
-def set_loaded(obj: Any, name: str, value: Any) -> None:
-    """Mark a relationship as loaded with ``value`` (no SQL, no history)."""
-    set_committed_value(obj, name, value)
 
 
 def bulk_insert_keys(model: type[Any], objs: Sequence[Any]) -> tuple[str, ...] | None:
