@@ -12,13 +12,18 @@ export PYENV_VERSION := $(PYENV_ALL)
 endif
 export UV_PYTHON_DOWNLOADS := never
 
-.PHONY: venv demo test bench lint typecheck services test-services clean
+.PHONY: venv demo test bench lint typecheck services test-services clean lock deps-upgrade deps-latest
 
-$(STAMP): pyproject.toml
+# Every install comes from the committed lock (lock/*.txt, see docs/decisions.md):
+# a clone made next month installs exactly what passed today.
+LOCK := lock/default.txt
+UV := $(BIN)/python -m uv
+
+$(STAMP): pyproject.toml $(LOCK)
 	$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 10))' || { echo "error: Python 3.10+ is needed as $(PYTHON)"; exit 1; }
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e ".[dev]"
+	$(BIN)/python -m pip install -q --disable-pip-version-check -c $(LOCK) uv
+	$(UV) pip install -q --python $(BIN)/python -c $(LOCK) -e ".[dev]"
 	touch $(STAMP)
 
 venv: $(STAMP)
@@ -46,6 +51,19 @@ lint: venv
 
 typecheck: venv
 	$(BIN)/mypy alpha_data
+
+# After adding a dependency to pyproject.toml: lock it, keeping every other pin.
+lock: venv
+	$(BIN)/python scripts/lock.py
+
+# Move every pin to the newest release allowed, print what changed; then run
+# `make deps-latest` or `make test` before committing lock/.
+deps-upgrade: venv
+	$(BIN)/python scripts/lock.py --upgrade
+
+# Lint, type-check and tests against the newest releases, ignoring the lock.
+deps-latest: test-services venv
+	$(BIN)/nox -s deps-latest
 
 clean:
 	rm -rf $(VENV) .nox .mypy_cache .ruff_cache .pytest_cache

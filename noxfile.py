@@ -1,7 +1,9 @@
 """The test matrix: ``make test`` runs every default session below.
 
 Interpreters come from the machine (pyenv shims or PATH); a missing one fails
-the run instead of being skipped. Virtualenvs are built with uv.
+the run instead of being skipped. Virtualenvs are built with uv, and every
+default session installs exactly the committed lock (lock/*.txt); only the
+non-default ``deps-latest`` session takes the newest releases on purpose.
 """
 
 from __future__ import annotations
@@ -25,13 +27,18 @@ nox.options.sessions = [
 ]
 
 PYTHONS = ["3.10", "3.11", "3.12", "3.13"]
+LOCK = "lock/default.txt"
 # lowest: the first 2.0.x that runs on Python 3.13 (see docs/decisions.md).
-# latest: the newest release the interpreter can take (2.1.x needs Python 3.11+,
-# so Python 3.10 gets the newest 2.0.x).
-SQLALCHEMY = {
-    "lowest": ["sqlalchemy[asyncio]==2.0.31"],
-    "latest": ["--upgrade-package", "sqlalchemy", "sqlalchemy[asyncio]>=2.0.31,<2.2"],
-}
+# latest: the newest locked release the interpreter can take (2.1.x needs
+# Python 3.11+, so Python 3.10 gets the newest locked 2.0.x).
+SQLALCHEMY = {"lowest": "lock/sqlalchemy-lowest.txt", "latest": LOCK}
+DEFAULT_TESTS = ["--ignore=tests/reliability", "--ignore=tests/fuzz", "--ignore=tests/scaleout"]
+
+
+def install(session: nox.Session, *packages: str, lock: str = LOCK) -> None:
+    """Install packages at exactly the versions of the committed lock."""
+    session.install("-c", lock, *packages)
+
 
 os.environ.setdefault("UV_PYTHON_DOWNLOADS", "never")
 os.environ.setdefault("UV_PYTHON_PREFERENCE", "only-system")
@@ -41,24 +48,15 @@ os.environ.setdefault("UV_PYTHON_PREFERENCE", "only-system")
 @nox.parametrize("sqlalchemy", list(SQLALCHEMY))
 def tests(session: nox.Session, sqlalchemy: str) -> None:
     """The test suite against real PostgreSQL and Redis."""
-    session.install("-e", ".[test]", *SQLALCHEMY[sqlalchemy])
+    install(session, "-e", ".[test]", lock=SQLALCHEMY[sqlalchemy])
     session.run("python", "-c", "import sqlalchemy; print('SQLAlchemy', sqlalchemy.__version__)")
-    session.run(
-        "pytest",
-        "-q",
-        "-p",
-        "no:cacheprovider",
-        "--ignore=tests/reliability",
-        "--ignore=tests/fuzz",
-        "--ignore=tests/scaleout",
-        *session.posargs,
-    )
+    session.run("pytest", "-q", "-p", "no:cacheprovider", *DEFAULT_TESTS, *session.posargs)
 
 
 @nox.session(python="3.12")
 def lint(session: nox.Session) -> None:
     """ruff check and ruff format --check."""
-    session.install("ruff>=0.6")
+    install(session, "ruff")
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", ".")
 
@@ -66,21 +64,21 @@ def lint(session: nox.Session) -> None:
 @nox.session(python="3.12")
 def typecheck(session: nox.Session) -> None:
     """mypy --strict on the package."""
-    session.install("-e", ".[test,web]", "mypy>=1.11")
+    install(session, "-e", ".[test,web]", "mypy")
     session.run("mypy", "alpha_data")
 
 
 @nox.session(python="3.12")
 def migrations(session: nox.Session) -> None:
     """upgrade, downgrade, upgrade and ``alembic check`` on a fresh database."""
-    session.install("-e", ".[test]")
+    install(session, "-e", ".[test]")
     session.run("python", "-m", "tests.migration_roundtrip")
 
 
 @nox.session(name="bench-smoke", python="3.12")
 def bench_smoke(session: nox.Session) -> None:
     """Every benchmark runs (quick sizes); timings are printed, never asserted."""
-    session.install("-e", ".[test]")
+    install(session, "-e", ".[test]")
     report = session.create_tmp() + "/bench-smoke.json"
     session.run("python", "-m", "bench.run", "--quick", "--output", report)
 
@@ -88,14 +86,14 @@ def bench_smoke(session: nox.Session) -> None:
 @nox.session(python="3.12")
 def reliability(session: nox.Session) -> None:
     """Concurrency, faults, hostile input and secrets, against the real servers."""
-    session.install("-e", ".[test]")
+    install(session, "-e", ".[test]")
     session.run("pytest", "-q", "-p", "no:cacheprovider", "tests/reliability", *session.posargs)
 
 
 @nox.session(python="3.12")
 def fuzz(session: nox.Session) -> None:
     """schemathesis against the example API's own OpenAPI schema: no 5xx, schema-true."""
-    session.install("-e", ".[test,fuzz]")
+    install(session, "-e", ".[test,fuzz]")
     session.run("pytest", "-q", "-p", "no:cacheprovider", "tests/fuzz", *session.posargs)
 
 
@@ -103,5 +101,19 @@ def fuzz(session: nox.Session) -> None:
 def scaleout(session: nox.Session) -> None:
     """Replicas, PgBouncer and Redis Sentinel/Cluster, on throwaway real servers."""
     session.run("bash", "scripts/scaleout/install.sh", external=True)
-    session.install("-e", ".[test]")
+    install(session, "-e", ".[test]")
     session.run("pytest", "-q", "-p", "no:cacheprovider", "tests/scaleout", *session.posargs)
+
+
+@nox.session(name="deps-latest", python="3.12", default=False)
+def deps_latest(session: nox.Session) -> None:
+    """Lint, type-check and the tests against the newest releases (not the lock).
+
+    Not in ``make test``: run it (``make deps-latest``) before ``make deps-upgrade``
+    to see what the next lock will break, on purpose rather than by surprise.
+    """
+    session.install("--upgrade", "--resolution", "highest", "-e", ".[test,web]", "ruff", "mypy")
+    session.run("ruff", "check", ".")
+    session.run("ruff", "format", "--check", ".")
+    session.run("mypy", "alpha_data")
+    session.run("pytest", "-q", "-p", "no:cacheprovider", *DEFAULT_TESTS, *session.posargs)

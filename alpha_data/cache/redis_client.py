@@ -224,7 +224,9 @@ def redis_client(url: str, **options: Any) -> redis_asyncio.Redis:
     if target.sentinel_password is not None:
         sentinel_options["password"] = target.sentinel_password
         sentinel_options["username"] = target.sentinel_username
-    sentinel: Any = Sentinel(list(target.nodes), sentinel_kwargs=sentinel_options)  # type: ignore[no-untyped-call]
+    # Typed loosely on purpose: redis-py < 8.2 leaves Sentinel.__init__ untyped.
+    sentinel_class: Any = Sentinel
+    sentinel: Any = sentinel_class(list(target.nodes), sentinel_kwargs=sentinel_options)
     master: redis_asyncio.Redis = sentinel.master_for(
         target.service,
         redis_class=SentinelRedis,
