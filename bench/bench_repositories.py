@@ -78,8 +78,8 @@ async def run(url: str, *, quick: bool) -> list[Result]:
                 ours_get,
                 pool_get,
                 baseline_name="asyncpg pool.acquire + prepared fetchrow",
-                goal="<= 1.5x",
-                limit=1.5,
+                goal="<= 1.2x",
+                limit=1.2,
                 **kw,
             )
         )
@@ -115,8 +115,8 @@ async def run(url: str, *, quick: bool) -> list[Result]:
                 ours_positions,
                 pool_positions,
                 baseline_name="two prepared queries on one acquired connection",
-                goal="<= 1.8x",
-                limit=1.8,
+                goal="<= 1.3x",
+                limit=1.3,
                 **kw,
             )
         )
@@ -186,8 +186,8 @@ async def _add_many(db: Database, pool: asyncpg.Pool, portfolio_id: int, *, quic
         ours,
         baseline,
         baseline_name="asyncpg executemany in one transaction",
-        goal="<= 1.5x",
-        limit=1.5,
+        goal="<= 1.0x",
+        limit=1.0,
         rounds=2 if quick else 3,
         per_round=1,
         warmup=1,

@@ -45,6 +45,8 @@ def _modules() -> list[Any]:
         "bench.bench_metrics",
         "bench.bench_services",
         "bench.bench_observability",
+        "bench.bench_load",
+        "bench.bench_http",
     ):
         try:
             found.append(importlib.import_module(name))
