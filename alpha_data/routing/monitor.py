@@ -71,9 +71,8 @@ class Monitor:
         """Learn a pending fence, sample the primary and probe the replicas that are due."""
         router, fence = self.router, self.router.fence
         now = self.clock()
-        due = [r for r in router.replicas if self._is_due(r, now)]
         # Replicas polled only because they are behind the fence need no new sample.
-        scheduled = any(now >= (r.due_at if r.healthy else r.retry_at) for r in due)
+        scheduled = any(now >= (r.due_at if r.healthy else r.retry_at) for r in router.replicas)
         if fence.pending or scheduled:
             target = fence.requested
             position = await self._sample()
@@ -81,6 +80,7 @@ class Monitor:
                 fence.learn(target, position.lsn)
             elif position is None and fence.pending:  # the primary is unreachable: retry soon
                 await asyncio.sleep(min(router.check_interval, 0.1))
+        due = [r for r in router.replicas if self._is_due(r, now)]  # after the fence moved
         if due:
             await asyncio.gather(*(self.probe(r) for r in due))
 
