@@ -159,7 +159,7 @@ async def test_staleness_windows_stay_within_max_lag(
     )
     windows: list[float] = []
     async with Database(settings) as db:
-        for _ in range(4):
+        for _ in range(8):
             await caught_up(db)
             await pause(standby)
             marker, committed = await commit_marker(primary)
