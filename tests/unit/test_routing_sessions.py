@@ -156,3 +156,18 @@ def test_a_commit_of_a_fencing_session_moves_the_fence() -> None:
     session = FencingSession(info={ROUTER_KEY: router})
     session.commit()  # nothing to flush, no connection: the after_commit hook still runs
     assert router.fence.pending
+
+
+def test_a_routed_session_binds_its_route_once() -> None:
+    router, _, _ = make_router()
+    session = RoutedReadSession(info={ROUTER_KEY: router, OPTIONS_KEY: AUTOCOMMIT})
+    first = session.get_bind()
+    route = session.info[ROUTE_KEY]
+    assert route.replica is None  # the start fence is pending: the primary
+    assert first is route.engine.sync_engine
+    settle(router)
+    assert session.get_bind() is first  # kept until the transaction ends
+    session.info.pop(ROUTE_KEY)
+    on_replica = session.get_bind()
+    assert session.info[ROUTE_KEY].replica is router.replicas[0]
+    assert on_replica is session.info[ROUTE_KEY].engine.sync_engine
