@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import asyncpg
 import pytest
 from sqlalchemy.exc import DBAPIError
@@ -32,7 +34,7 @@ def wrapped(exc: Exception) -> DBAPIError:
     return DBAPIError("SELECT 1", None, exc)
 
 
-def routed_session(options: dict[str, str]) -> Session:
+def routed_session(options: dict[str, Any]) -> Session:
     router, _, _ = make_router()
     settle(router)
     session = Session()
