@@ -32,7 +32,7 @@ from alpha_data.observability import probes, sqlhooks
 from alpha_data.observability.stats import Counters, EventStats, PoolStats, Stats
 from alpha_data.pgbouncer import check_statement_timeout, connect_args
 from alpha_data.repositories.rules import register_rules
-from alpha_data.routing import Router, session_options
+from alpha_data.routing import Router, primary_read_options, session_options
 from alpha_data.settings import Settings
 from alpha_data.uow import DataSession, IsolationLevel, ReadOnlySession, UnitOfWork
 
@@ -280,9 +280,9 @@ class Database(Generic[U]):
         self, *, read_only: bool, autoflush: bool = True, **execution_options: Any
     ) -> async_sessionmaker[AsyncSession]:
         """A session factory on the primary engine with ``execution_options`` (routed if set)."""
-        engine = (
-            self.engine.execution_options(**execution_options) if execution_options else self.engine
-        )
+        # A read-only session is read-only on the primary too (a READ ONLY transaction).
+        primary = primary_read_options(execution_options) if read_only else execution_options
+        engine = self.engine.execution_options(**primary) if primary else self.engine
         return async_sessionmaker(
             engine,
             expire_on_commit=False,
@@ -297,8 +297,9 @@ class Database(Generic[U]):
     ) -> U:
         """A new unit of work (``unit_of_work_class``): one session, one transaction.
 
-        ``read_only=True`` refuses writes and, at the default isolation, runs
-        each read in autocommit (no BEGIN/COMMIT round trips).
+        ``read_only=True`` refuses writes, also raw SQL (``ReadOnlyError``): on a
+        replica each read runs in autocommit, on the primary in a READ ONLY
+        transaction.
         """
         return self._uow_class(
             self._session_factory(isolation_level, read_only),

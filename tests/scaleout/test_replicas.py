@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from decimal import Decimal
 
 import asyncpg
@@ -41,7 +42,16 @@ async def wait_for_replica(db: Database, pg: PgPair, timeout: float = 10.0) -> N
     raise AssertionError("reads did not return to the replica")
 
 
+async def wait_until_async(condition: Callable[[], bool], timeout: float = 10.0) -> None:
+    """Poll ``condition`` (the router's background monitor updates it)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not reached"
+        await asyncio.sleep(0.01)
+
+
 async def test_read_only_units_of_work_run_on_the_replica(replica_db: Database, pg: PgPair) -> None:
+    await wait_for_replica(replica_db, pg)  # the first read waits for the start fence
     for _ in range(5):
         assert await served_by(replica_db) == (True, pg.replica.port)
     # A snapshot transaction can run on a hot standby too ...
@@ -102,6 +112,7 @@ async def test_read_your_writes_while_the_replica_lags(
     standby = await asyncpg.connect(pg.replica.dsn(pg.database))
     try:
         await wait_for_replica(replica_db, pg)
+        await wait_for_replica(other, pg)  # past its start fence before replay pauses
         await standby.execute("SELECT pg_wal_replay_pause()")
         portfolio = await create_portfolio(replica_db, name="written while replay is paused")
         # The writer reads its write (from the primary) ...
@@ -113,7 +124,7 @@ async def test_read_your_writes_while_the_replica_lags(
         assert await served_by(other) == (True, pg.replica.port)
         assert await get_portfolio_with_positions(other, portfolio.id) is None
         router = replica_db.router
-        assert router is not None and router.replicas[0].replay_lsn < router._fence
+        assert router is not None and router.replicas[0].replay_lsn < router.fence.lsn
         # ... but only until the lag passes its replica_max_lag (0.5 s).
         deadline = time.monotonic() + 5
         while await served_by(other) != (False, pg.primary.port):
@@ -168,14 +179,15 @@ async def test_a_dead_replica_leaves_reads_working(
             warnings = [r for r in caplog.records if r.name == "alpha_data.routing"]
             assert any("unavailable" in r.getMessage() for r in warnings)
             assert db.router is not None and not db.router.replicas[0].healthy
-            # A Database that has not probed yet tries the dead replica first: the
-            # refused connection is answered from the primary, not with an error.
+            # A Database started now reads nothing from the replica before its monitor
+            # has probed it (start fence): the primary answers, the probe finds it down.
             async with Database(settings) as fresh:
-                assert fresh.router is not None and fresh.router.replicas[0].healthy
+                assert fresh.router is not None
                 found = await get_portfolio_with_positions(fresh, portfolio.id)
                 assert found is not None
-                assert not fresh.router.replicas[0].healthy
-                assert fresh.router.fallbacks == 1
+                assert await served_by(fresh) == (False, pg.primary.port)
+                await wait_until_async(lambda: not fresh.router.replicas[0].healthy)
+                assert fresh.router.fallbacks == 0
         finally:
             await asyncio.to_thread(pg.replica.start)
         # The monitor probes it again (back-off) and reads return to it.
