@@ -25,7 +25,14 @@ from sqlalchemy.ext.asyncio import (
 
 from alpha_data.cache import Cache, make_cache_backend
 from alpha_data.cache.redis_client import is_cluster
-from alpha_data.errors import DatabaseUnavailableError, TransientError, is_retryable, sqlstate_of
+from alpha_data.errors import (
+    INVALID_CATALOG_NAME,
+    LOGIN_REJECTED,
+    DatabaseUnavailableError,
+    TransientError,
+    is_retryable,
+    sqlstate_of,
+)
 from alpha_data.events import EventBus
 from alpha_data.health import ComponentHealth
 from alpha_data.observability import probes, sqlhooks
@@ -436,9 +443,9 @@ class Database:
 def _refusal(exc: BaseException, where: str = "", name: str = "") -> str | None:
     """A reason that retrying cannot cure: missing database or rejected login."""
     code = sqlstate_of(exc)
-    if code == "3D000":
+    if code == INVALID_CATALOG_NAME:
         return f"database {name!r} does not exist at {where} (run: alpha-data db create)"
-    if code in ("28P01", "28000"):
+    if code in LOGIN_REJECTED:
         return f"PostgreSQL at {where} rejected the login (check the user and password)"
     return None
 

@@ -42,7 +42,14 @@ from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.orm import ORMExecuteState, Session, SessionTransaction
 
-from alpha_data.errors import TransientError, is_database_error, sqlstate_of, translate
+from alpha_data.errors import (
+    CONNECTION_EXCEPTION_CLASSES,
+    SERIALIZATION_FAILURE,
+    TransientError,
+    is_database_error,
+    sqlstate_of,
+    translate,
+)
 from alpha_data.settings import Settings
 from alpha_data.uow import ReadOnlySession
 
@@ -499,10 +506,10 @@ def _forget_route(session: Session, transaction: SessionTransaction) -> None:
 def _replica_failure(exc: BaseException) -> str | None:
     """Why a statement failed on a replica, if re-running it on the primary can help."""
     code = sqlstate_of(exc)
-    if code == "40001":
+    if code == SERIALIZATION_FAILURE:
         return "recovery conflict"  # cancelled by WAL replay on the standby
     if code is not None:
-        return "down" if code.startswith(("08", "57P")) else None
+        return "down" if code.startswith(CONNECTION_EXCEPTION_CLASSES) else None
     if isinstance(exc, PoolTimeoutError):
         return "pool timeout"
     if isinstance(exc, (OSError, asyncio.TimeoutError)) or is_database_error(exc):

@@ -83,7 +83,7 @@ async def test_api_key_prefix_unique_and_fk(db):
     await _violates(
         db,
         ApiKeyFactory.build(user_id=999_999_999),
-        ConflictError,
+        InvalidDataError,
         "fk_api_keys_user_id_users",
     )
 
@@ -144,7 +144,7 @@ async def test_trade_constraints(db):
     await _violates(
         db,
         TradeFactory.build(portfolio_id=10**12),
-        ConflictError,
+        InvalidDataError,
         "fk_trades_portfolio_id_portfolios",
     )
     with pytest.raises(InvalidDataError) as info:
