@@ -128,7 +128,10 @@ class UnitOfWork:
         session = self.session
         repo = self._repos.get(name)
         if repo is None:
-            repo = cls(session, cache=self.cache, read_only=self.read_only)
+            if cls is MetricsRepository:  # rows, not ORM objects: no cache
+                repo = cls(session, read_only=self.read_only)
+            else:
+                repo = cls(session, cache=self.cache, read_only=self.read_only)
             self._repos[name] = repo
         return repo
 
