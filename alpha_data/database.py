@@ -10,7 +10,6 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Literal, TypeVar
-from urllib.parse import urlsplit
 
 import orjson
 from sqlalchemy import event, text
@@ -41,6 +40,7 @@ from alpha_data.pgbouncer import check_statement_timeout, connect_args
 from alpha_data.routing import Router, session_options
 from alpha_data.settings import Settings
 from alpha_data.uow import IsolationLevel, ReadOnlySession, UnitOfWork
+from alpha_data.urls import database_name, server_address
 
 __all__ = ["ComponentHealth", "Database", "Health", "Stats"]
 
@@ -164,11 +164,11 @@ class Database:
         await self.close()
 
     def _refusal(self, exc: BaseException) -> str | None:
-        return _refusal(exc, self._where(), urlsplit(self.settings.database_url).path.lstrip("/"))
+        url = self.settings.database_url
+        return _refusal(exc, self._where(), database_name(url))
 
     def _where(self) -> str:
-        parts = urlsplit(self.settings.database_url)
-        return f"{parts.hostname or 'localhost'}:{parts.port or 5432}"
+        return server_address(self.settings.database_url)
 
     async def connect(self) -> None:
         """Wait until PostgreSQL answers, retrying with backoff until ``connect_timeout``.

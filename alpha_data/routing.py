@@ -34,7 +34,6 @@ from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit
 
 from sqlalchemy import event, text
 from sqlalchemy.engine import Connection, Engine
@@ -52,6 +51,7 @@ from alpha_data.errors import (
 )
 from alpha_data.settings import Settings
 from alpha_data.uow import ReadOnlySession
+from alpha_data.urls import where
 
 __all__ = [
     "FencingSession",
@@ -178,7 +178,7 @@ class Router:
         cls, primary: AsyncEngine, settings: Settings, make_engine: Callable[[str], AsyncEngine]
     ) -> Router:
         """A Router over ``settings.replica_urls`` (engines built by ``make_engine``)."""
-        replicas = [(_where(url), make_engine(url)) for url in settings.replica_urls]
+        replicas = [(where(url), make_engine(url)) for url in settings.replica_urls]
         return cls(
             primary,
             replicas,
@@ -515,12 +515,6 @@ def _replica_failure(exc: BaseException) -> str | None:
     if isinstance(exc, (OSError, asyncio.TimeoutError)) or is_database_error(exc):
         return "down" if isinstance(translate(exc), TransientError) else None
     return None
-
-
-def _where(url: str) -> str:
-    """``host:port/database`` of a PostgreSQL URL (no credentials)."""
-    parts = urlsplit(url)
-    return f"{parts.hostname or 'localhost'}:{parts.port or 5432}{parts.path}"
 
 
 def _first_line(exc: BaseException) -> str:
