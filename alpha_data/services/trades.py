@@ -71,10 +71,6 @@ def _enum(kind: type[Side] | type[OrderType], what: str) -> BeforeValidator:
     return BeforeValidator(check)
 
 
-def _money(what: str, *, positive: bool = False) -> BeforeValidator:
-    return BeforeValidator(lambda v: check_money(v, what, positive=positive))
-
-
 def _external_id(value: Any) -> str | None:
     if value is None:
         return None
