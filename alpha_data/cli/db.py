@@ -18,7 +18,7 @@ from alpha_data.cli.common import console, load_settings, run
 from alpha_data.database import Database, Health
 from alpha_data.errors import DatabaseUnavailableError
 from alpha_data.settings import Settings
-from alpha_data.urls import server_address
+from alpha_data.urls import database_name, server_address
 
 __all__ = ["db_app", "register"]
 
@@ -29,7 +29,8 @@ _MIGRATIONS = Path(__file__).resolve().parent.parent.parent / "migrations"
 
 def _server_and_name(settings: Settings) -> tuple[str, str]:
     url = make_url(settings.database_url)
-    name = url.database or "alpha_data"
+    # Decoded the same on every SQLAlchemy release (2.0 keeps "my%20db" encoded).
+    name = database_name(settings.database_url) or "alpha_data"
     server = url.set(drivername="postgresql", database="postgres")
     return server.render_as_string(hide_password=False), name
 
