@@ -10,7 +10,6 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar, cast, overload
-from urllib.parse import urlsplit
 
 import orjson
 from sqlalchemy import event, text
@@ -25,7 +24,14 @@ from sqlalchemy.ext.asyncio import (
 
 from alpha_data.cache import Cache, make_cache_backend
 from alpha_data.cache.redis_client import is_cluster
-from alpha_data.errors import DatabaseUnavailableError, TransientError, is_retryable, sqlstate_of
+from alpha_data.errors import (
+    INVALID_CATALOG_NAME,
+    LOGIN_REJECTED,
+    DatabaseUnavailableError,
+    TransientError,
+    is_retryable,
+    sqlstate_of,
+)
 from alpha_data.events import EventBus
 from alpha_data.health import ComponentHealth
 from alpha_data.observability import probes, sqlhooks
@@ -35,6 +41,7 @@ from alpha_data.repositories.rules import register_rules
 from alpha_data.routing import Router, primary_read_options, session_options
 from alpha_data.settings import Settings
 from alpha_data.uow import DataSession, IsolationLevel, ReadOnlySession, UnitOfWork
+from alpha_data.urls import database_name, server_address
 
 if TYPE_CHECKING:
     from typing_extensions import Self
@@ -188,11 +195,11 @@ class Database(Generic[U]):
         await self.close()
 
     def _refusal(self, exc: BaseException) -> str | None:
-        return _refusal(exc, self._where(), urlsplit(self.settings.database_url).path.lstrip("/"))
+        url = self.settings.database_url
+        return _refusal(exc, self._where(), database_name(url))
 
     def _where(self) -> str:
-        parts = urlsplit(self.settings.database_url)
-        return f"{parts.hostname or 'localhost'}:{parts.port or 5432}"
+        return server_address(self.settings.database_url)
 
     async def connect(self) -> None:
         """Wait until PostgreSQL answers, retrying with backoff until ``connect_timeout``.
@@ -468,9 +475,9 @@ class Database(Generic[U]):
 def _refusal(exc: BaseException, where: str = "", name: str = "") -> str | None:
     """A reason that retrying cannot cure: missing database or rejected login."""
     code = sqlstate_of(exc)
-    if code == "3D000":
+    if code == INVALID_CATALOG_NAME:
         return f"database {name!r} does not exist at {where} (run: alpha-data db create)"
-    if code in ("28P01", "28000"):
+    if code in LOGIN_REJECTED:
         return f"PostgreSQL at {where} rejected the login (check the user and password)"
     return None
 

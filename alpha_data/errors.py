@@ -10,10 +10,13 @@ from __future__ import annotations
 import asyncio
 import re
 from collections.abc import Iterator
+from types import TracebackType
 from typing import Any
 
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.orm import exc as orm_exc
+
+from alpha_data import schema_names as names
 
 __all__ = [
     "AuthenticationError",
@@ -27,6 +30,7 @@ __all__ = [
     "TransientError",
     "UnitOfWorkStateError",
     "translate",
+    "translating",
 ]
 
 
@@ -121,22 +125,44 @@ class UnitOfWorkStateError(DataLayerError, RuntimeError):
     """A unit of work used outside its ``async with`` block, or entered twice."""
 
 
+# -- SQLSTATE codes (PostgreSQL appendix A) that alpha_data classifies --------
+UNIQUE_VIOLATION = "23505"
+FOREIGN_KEY_VIOLATION = "23503"
+EXCLUSION_VIOLATION = "23P01"
+CHECK_VIOLATION = "23514"
+NOT_NULL_VIOLATION = "23502"
+INTEGRITY_CONSTRAINT_VIOLATION = "23000"
+RESTRICT_VIOLATION = "23001"
+SERIALIZATION_FAILURE = "40001"
+DEADLOCK_DETECTED = "40P01"
+QUERY_CANCELED = "57014"  # statement_timeout (and pg_cancel_backend)
+READ_ONLY_SQL_TRANSACTION = "25006"
+INVALID_CATALOG_NAME = "3D000"  # the database does not exist
+INVALID_PASSWORD = "28P01"  # noqa: S105 - a SQLSTATE, not a password
+INVALID_AUTHORIZATION_SPECIFICATION = "28000"
+UNDEFINED_TABLE = "42P01"
+#: Class prefixes: data exceptions; connection exceptions; admin shutdown/crash.
+DATA_EXCEPTION_CLASS = "22"
+CONNECTION_EXCEPTION_CLASSES = ("08", "57P")
+#: A login the server refused (wrong password or no such role).
+LOGIN_REJECTED = frozenset({INVALID_PASSWORD, INVALID_AUTHORIZATION_SPECIFICATION})
+
 # SQLSTATEs that a retry can cure.
-RETRYABLE_SQLSTATES = frozenset({"40001", "40P01"})
-_CONFLICT = frozenset({"23505", "23503", "23P01"})
-_INVALID = frozenset({"23514", "23502", "23000", "23001"})
-_CONNECTION_CLASSES = ("08", "57P")  # connection exceptions, admin shutdown/crash
-_TIMEOUT = "57014"  # query_canceled: statement_timeout
+RETRYABLE_SQLSTATES = frozenset({SERIALIZATION_FAILURE, DEADLOCK_DETECTED})
+_CONFLICT = frozenset({UNIQUE_VIOLATION, FOREIGN_KEY_VIOLATION, EXCLUSION_VIOLATION})
+_INVALID = frozenset(
+    {CHECK_VIOLATION, NOT_NULL_VIOLATION, INTEGRITY_CONSTRAINT_VIOLATION, RESTRICT_VIOLATION}
+)
 
 _KEY_DETAIL = re.compile(r"Key \((?P<cols>.+?)\)=\((?P<vals>.*)\)")
 
 # Human messages for the constraints of our own schema.
 _CONSTRAINT_MESSAGES: dict[str, str] = {
-    "uq_users_username": "username {value} is already taken",
-    "uq_users_email_lower": "email {value} is already registered",
-    "uq_api_keys_prefix": "API key prefix collision; mint the key again",
-    "uq_positions_portfolio_id_symbol": "portfolio already holds a position in {value}",
-    "uq_trades_external_id": "a trade with external id {value} already exists",
+    names.USERS_USERNAME_UNIQUE: "username {value} is already taken",
+    names.USERS_EMAIL_UNIQUE: "email {value} is already registered",
+    names.API_KEYS_PREFIX_UNIQUE: "API key prefix collision; mint the key again",
+    names.POSITIONS_SYMBOL_UNIQUE: "portfolio already holds a position in {value}",
+    names.TRADES_EXTERNAL_ID_UNIQUE: "a trade with external id {value} already exists",
 }
 
 
@@ -241,40 +267,131 @@ def translate(exc: BaseException) -> DataLayerError:
         # Raised by SQLAlchemy's type processing before anything was sent.
         return InvalidDataError(f"invalid value: {str(exc.orig).splitlines()[0][:200]}")
     pg = _postgres_error(exc)
-    code = str(pg.sqlstate) if pg is not None else None
-    if code is not None:
-        table, constraint, column, value = _describe(pg)
-        kw: dict[str, Any] = {
-            "sqlstate": code,
-            "table": table,
-            "constraint": constraint,
-            "column": column,
-        }
-        if code in _CONFLICT:
-            return ConflictError(_conflict_message(code, table, constraint, column, value), **kw)
-        if code in _INVALID or code.startswith("22"):
-            message = _invalid_message(code, table, constraint, column)
-            pg_message = str(getattr(pg, "message", None) or "").strip()
-            if code.startswith("22") and pg_message:
-                message = f"{message}: {pg_message.splitlines()[0][:200]}"
-            return InvalidDataError(message, **kw)
-        if code in RETRYABLE_SQLSTATES:
-            kind = "serialization failure" if code == "40001" else "deadlock detected"
-            return TransientError(f"{kind}; the transaction can be retried", **kw)
-        if code == _TIMEOUT:
-            return TransientError(
-                "statement cancelled: statement_timeout exceeded", retryable=False, **kw
-            )
-        if code.startswith(_CONNECTION_CLASSES):
-            return TransientError(f"database connection lost (SQLSTATE {code})", **kw)
-        if code == "25006":
-            return ReadOnlyError("cannot write in a read-only transaction", **kw)
-        return DataLayerError(f"database error (SQLSTATE {code})", **kw)
+    if pg is not None:
+        return _from_sqlstate(str(pg.sqlstate), pg, exc)
     if _is_data_error(exc):
         return InvalidDataError(f"invalid value for a query parameter: {_first_line(exc)}")
     if _is_connection_loss(exc):
         return TransientError("database connection lost")
     return DataLayerError(f"unexpected database error: {type(exc).__name__}")
+
+
+def _from_sqlstate(code: str, pg: Any, exc: BaseException) -> DataLayerError:
+    """The typed error for a PostgreSQL error ``pg`` with SQLSTATE ``code``."""
+    table, constraint, column, value = _describe(pg)
+    kw: dict[str, Any] = {
+        "sqlstate": code,
+        "table": table,
+        "constraint": constraint,
+        "column": column,
+    }
+    if code == FOREIGN_KEY_VIOLATION and _writes_child(exc, table):
+        return InvalidDataError(f"{table} refers to a row that does not exist ({constraint})", **kw)
+    if code in _CONFLICT:
+        return ConflictError(_conflict_message(code, table, constraint, column, value), **kw)
+    if code in _INVALID or code.startswith(DATA_EXCEPTION_CLASS):
+        message = _invalid_message(code, table, constraint, column)
+        pg_message = str(getattr(pg, "message", None) or "").strip()
+        if code.startswith(DATA_EXCEPTION_CLASS) and pg_message:
+            message = f"{message}: {pg_message.splitlines()[0][:200]}"
+        return InvalidDataError(message, **kw)
+    return _from_other_sqlstate(code, kw)
+
+
+def _from_other_sqlstate(code: str, kw: dict[str, Any]) -> DataLayerError:
+    """Transient, read-only and unclassified SQLSTATEs."""
+    if code in RETRYABLE_SQLSTATES:
+        kind = "serialization failure" if code == SERIALIZATION_FAILURE else "deadlock detected"
+        return TransientError(f"{kind}; the transaction can be retried", **kw)
+    if code == QUERY_CANCELED:
+        return TransientError(
+            "statement cancelled: statement_timeout exceeded", retryable=False, **kw
+        )
+    if code.startswith(CONNECTION_EXCEPTION_CLASSES):
+        return TransientError(f"database connection lost (SQLSTATE {code})", **kw)
+    if code == READ_ONLY_SQL_TRANSACTION:
+        return ReadOnlyError("cannot write in a read-only transaction", **kw)
+    return DataLayerError(f"database error (SQLSTATE {code})", **kw)
+
+
+# ``INSERT INTO [schema.]table`` / ``UPDATE [ONLY] [schema.]table``: the statement's
+# kind and target, read from the SQL alpha_data (or the caller) sent, never from
+# the server's (translatable) message.
+_WRITE_TARGET = re.compile(
+    r"^\s*(?P<kind>INSERT\s+INTO|UPDATE(?:\s+ONLY)?|DELETE\s+FROM)\s+"
+    r'(?:(?:"[^"]+"|[\w$]+)\.)?(?P<table>"[^"]+"|[\w$]+)',
+    re.IGNORECASE,
+)
+
+
+def statement_target(statement: str) -> tuple[str, str] | None:
+    """``(kind, table)`` of an INSERT/UPDATE/DELETE statement (kind upper-case, one word)."""
+    match = _WRITE_TARGET.match(statement)
+    if match is None:
+        return None
+    kind = match.group("kind").split()[0].upper()
+    return kind, match.group("table").strip('"')
+
+
+def _failed_statement(exc: BaseException) -> str | None:
+    for current in _chain(exc):
+        statement = getattr(current, "statement", None)
+        if isinstance(statement, str):
+            return statement
+    return None
+
+
+def _writes_child(exc: BaseException, fk_table: str | None) -> bool:
+    """True when a 23503 came from writing the referencing (child) row itself.
+
+    PostgreSQL reports a foreign-key violation on the constraint's own table,
+    the child. An INSERT/UPDATE of that table names a missing parent (bad
+    input, 422); anything else (DELETE, re-keying the parent, a cascade, a
+    deferred check at COMMIT) removed or moved a row that is still referenced
+    (a conflict, 409).
+    """
+    statement = _failed_statement(exc)
+    target = statement_target(statement) if statement is not None else None
+    if target is None or fk_table is None:
+        return False
+    kind, table = target
+    return kind in ("INSERT", "UPDATE") and table == fk_table
+
+
+def translating(*, only_database_errors: bool = False) -> _Translating:
+    """Context manager: database errors raised inside leave as alpha_data errors.
+
+    ``with translating(): ...`` (also around ``await`` in async code) lets
+    DataLayerError and BaseExceptions such as ``CancelledError`` pass
+    unchanged and raises ``translate(exc) from exc`` for any other exception.
+    With ``only_database_errors=True`` exceptions that are not driver or
+    SQLAlchemy errors (``is_database_error``) pass unchanged too.
+    """
+    return _Translating(only_database_errors)
+
+
+class _Translating:
+    """The context manager ``translating()`` returns (stateless apart from its flag)."""
+
+    __slots__ = ("only_database_errors",)
+
+    def __init__(self, only_database_errors: bool) -> None:
+        self.only_database_errors = only_database_errors
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if exc is None or not isinstance(exc, Exception) or isinstance(exc, DataLayerError):
+            return
+        if self.only_database_errors and not is_database_error(exc):
+            return
+        raise translate(exc) from exc
 
 
 def _is_data_error(exc: BaseException) -> bool:
@@ -299,18 +416,18 @@ def _conflict_message(
     shown = f"'{value}'" if value is not None and len(value) <= 200 else "(value)"
     if constraint in _CONSTRAINT_MESSAGES:
         return _CONSTRAINT_MESSAGES[constraint].format(value=shown)
-    if code == "23505":
+    if code == UNIQUE_VIOLATION:
         return f"{column or 'value'} {shown} already exists in {table or 'the table'}"
-    if code == "23503":
-        return f"{table or 'row'} refers to a missing or still-referenced row ({constraint})"
+    if code == FOREIGN_KEY_VIOLATION:
+        return f"{table or 'row'} still refers to the row being deleted or changed ({constraint})"
     return f"conflicting row in {table or 'the table'} ({constraint})"
 
 
 def _invalid_message(
     code: str, table: str | None, constraint: str | None, column: str | None
 ) -> str:
-    if code == "23502":
+    if code == NOT_NULL_VIOLATION:
         return f"{table}.{column} must not be null"
-    if code == "23514":
+    if code == CHECK_VIOLATION:
         return f"value violates check {constraint} on {table}"
     return f"invalid data (SQLSTATE {code}){f' in {table}.{column}' if column else ''}"

@@ -4,34 +4,17 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from alpha_data.urls import mask_url
 
 __all__ = ["Settings", "mask_url"]
 
 _DB_SCHEMES = ("postgresql+asyncpg", "postgresql", "postgres")
 _REDIS_SCHEMES = ("redis", "rediss", "unix", "memory", "redis+sentinel", "redis+cluster")
-
-
-def mask_url(url: str) -> str:
-    """Return ``url`` with any password replaced by ``***`` (safe for logs and errors)."""
-    try:
-        parts = urlsplit(url)
-        if parts.password is None:
-            return url
-        if "," in parts.netloc:  # redis+sentinel:// and redis+cluster:// name several hosts
-            hosts = parts.netloc.rpartition("@")[2]
-            return urlunsplit(parts._replace(netloc=f"{parts.username or ''}:***@{hosts}"))
-        user = parts.username or ""
-        host = parts.hostname or ""
-        if ":" in host:
-            host = f"[{host}]"
-        port = f":{parts.port}" if parts.port is not None else ""
-        return urlunsplit(parts._replace(netloc=f"{user}:***@{host}{port}"))
-    except ValueError:
-        return "<unparseable url>"
 
 
 class Settings(BaseSettings):

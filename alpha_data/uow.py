@@ -15,12 +15,14 @@ from sqlalchemy.orm import ORMExecuteState, Session
 from alpha_data.cache import invalidation
 from alpha_data.cache.invalidation import CacheScope
 from alpha_data.errors import (
+    RETRYABLE_SQLSTATES,
     DataLayerError,
     ReadOnlyError,
     TransientError,
     UnitOfWorkStateError,
     is_database_error,
     translate,
+    translating,
 )
 from alpha_data.observability.sqlhooks import CURRENT_UOW
 from alpha_data.observability.stats import COMMITTED, FAILED, READ_ONLY, ROLLED_BACK
@@ -311,14 +313,8 @@ class UnitOfWork:
 
     async def flush(self) -> None:
         """Send pending changes to PostgreSQL now (errors arrive typed)."""
-        try:
+        with translating(only_database_errors=True):
             await self.session.flush()
-        except DataLayerError:
-            raise
-        except Exception as exc:
-            if is_database_error(exc):
-                raise translate(exc) from exc
-            raise
 
     async def commit(self) -> None:
         """Flush and COMMIT; then run the after-commit callbacks.
@@ -332,7 +328,7 @@ class UnitOfWork:
             await session.commit()
         except Exception as exc:
             error = translate(exc)
-            if isinstance(error, TransientError) and error.sqlstate not in ("40001", "40P01"):
+            if isinstance(error, TransientError) and error.sqlstate not in RETRYABLE_SQLSTATES:
                 await self._invalidate()  # it may have committed: invalidating is the safe side
                 raise TransientError(
                     "connection lost while COMMIT was in flight: the outcome is unknown",

@@ -27,6 +27,8 @@ from alpha_data.cache import SecretNotLoadedError, cached, invalidate
 from alpha_data.cache.invalidation import ROUTE_KEY
 from alpha_data.errors import ConflictError, InvalidDataError
 from alpha_data.models import Portfolio, Role, Severity, User
+from alpha_data.repositories.pagination import Page
+from alpha_data.repositories.portfolios import PortfolioRepository
 from alpha_data.repositories.users import USER_ID, UserRepository
 from tests.factories import (
     FAKE_HASH,
@@ -871,3 +873,41 @@ async def test_health_reports_the_cache(db: Database) -> None:
     assert health.status == "ok" and health.cache.ok
     assert health.cache.detail["backend"] == "RedisBackend"
     assert set(health.cache.detail["stats"]) >= {"hits", "misses", "errors", "invalidations"}
+
+
+# -- paginated reads (issue 17 row 12) ---------------------------------------------------
+
+
+class PagedPortfolios(PortfolioRepository):
+    """An application's repository with a cached keyset-paginated read."""
+
+    @cached("portfolios:pages")
+    async def page(self, limit: int, after: str | None = None) -> Page[Portfolio]:
+        return await self.list(limit=limit, after=after)
+
+
+async def test_a_paginated_read_is_cached_with_its_cursor(db: Database) -> None:
+    await add(db, *(PortfolioFactory.build(name=f"p{i}") for i in range(3)))
+
+    def first(uow: UnitOfWork) -> Awaitable[Page[Portfolio]]:
+        return PagedPortfolios(uow.session).page(2)
+
+    miss = await run(db, first)
+    hit = await run(db, first)
+    assert len(miss.selects) >= 1 and hit.selects == []
+    assert [p.name for p in hit.result.items] == [p.name for p in miss.result.items]
+    assert hit.result.next_cursor == miss.result.next_cursor is not None
+    rest = await run(db, lambda uow: PagedPortfolios(uow.session).page(2, miss.result.next_cursor))
+    assert [p.name for p in rest.result.items] == ["p2"] and rest.result.next_cursor is None
+    # The entry hangs on its tags (an app declares with invalidated_by what moves them).
+    await db.cache.invalidate(["portfolios:pages"])
+    assert len((await run(db, first)).selects) >= 1
+
+
+def test_a_list_returning_read_needs_many_true() -> None:
+    with pytest.raises(TypeError, match="many=True"):
+
+        class Unmarked(PortfolioRepository):
+            @cached("portfolios:all")
+            async def everything(self) -> list[Portfolio]:
+                return []

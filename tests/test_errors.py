@@ -12,7 +12,6 @@ from alpha_data.errors import (
     DataLayerError,
     InvalidDataError,
     TransientError,
-    translate,
 )
 from alpha_data.uow import UnitOfWork
 from tests.factories import PortfolioFactory, PositionFactory
@@ -43,15 +42,79 @@ async def test_unique_violation_23505_names_constraint_and_value(db):
     assert err.status_code == 409
 
 
-async def test_foreign_key_violation_23503(db):
-    err = await _raises(
-        db,
+_MISSING_PARENT = [
+    pytest.param(
         "INSERT INTO positions (portfolio_id, symbol, quantity, entry_price, version) "
         "VALUES (999999999, 'X', 1, 1, 1)",
+        id="insert-child",
+    ),
+    pytest.param(
+        'INSERT INTO "public"."positions" (portfolio_id, symbol, quantity, entry_price, '
+        "version) VALUES (999999999, 'X', 1, 1, 1)",
+        id="insert-child-schema-qualified",
+    ),
+    pytest.param(
+        "UPDATE positions SET portfolio_id = 999999999 WHERE portfolio_id = :p",
+        id="update-child",
+    ),
+]
+
+
+async def _portfolio_with_position(db) -> int:
+    async with db.unit_of_work() as uow:
+        p = await uow.portfolios.add(PortfolioFactory.build())
+        await uow.portfolios.add_position(PositionFactory.build(portfolio_id=p.id, symbol="IBM"))
+        await uow.commit()
+    return p.id
+
+
+@pytest.mark.parametrize("sql", _MISSING_PARENT)
+async def test_foreign_key_23503_from_the_child_is_invalid_data(db, sql):
+    """A row that refers to a missing parent is bad input (422), not a conflict."""
+    p = await _portfolio_with_position(db)
+    err = await _raises(db, sql, InvalidDataError, "23503", {"p": p})
+    assert err.constraint == "fk_positions_portfolio_id_portfolios"
+    assert err.table == "positions" and err.status_code == 422
+
+
+async def test_foreign_key_23503_through_the_orm_is_invalid_data(db):
+    with pytest.raises(InvalidDataError) as info:
+        async with db.unit_of_work() as uow:
+            await uow.portfolios.add_position(PositionFactory.build(portfolio_id=999_999_999))
+    assert info.value.sqlstate == "23503" and info.value.status_code == 422
+
+
+async def test_rekeying_a_referenced_parent_23503_is_a_conflict(db):
+    """Changing the key of a row that children still refer to is a 409."""
+    p = await _portfolio_with_position(db)
+    err = await _raises(
+        db,
+        "UPDATE portfolios SET id = id + 1000000000 WHERE id = :p",
         ConflictError,
         "23503",
+        {"p": p},
     )
-    assert err.constraint == "fk_positions_portfolio_id_portfolios"
+    assert err.constraint == "fk_positions_portfolio_id_portfolios" and err.status_code == 409
+
+
+async def test_deleting_a_referenced_parent_23503_is_a_conflict(db):
+    # A plain table (temporary ones cannot reference portfolios), created inside the
+    # test's outer transaction, which the db fixture rolls back.
+    async with db.unit_of_work() as uow:
+        p = await uow.portfolios.add(PortfolioFactory.build())
+        await uow.session.execute(
+            text(
+                "CREATE TABLE notes (portfolio_id bigint NOT NULL "
+                "CONSTRAINT fk_notes_portfolio_id_portfolios REFERENCES portfolios (id))"
+            )
+        )
+        await uow.session.execute(text("INSERT INTO notes VALUES (:p)"), {"p": p.id})
+        await uow.commit()
+    err = await _raises(
+        db, "DELETE FROM portfolios WHERE id = :p", ConflictError, "23503", {"p": p.id}
+    )
+    assert err.constraint == "fk_notes_portfolio_id_portfolios" and err.table == "notes"
+    assert "still refers" in err.message
 
 
 async def test_exclusion_violation_23P01(db):
@@ -152,17 +215,3 @@ async def test_statement_timeout_57014_is_transient_not_retryable(settings):
         assert info.value.sqlstate == "57014" and not info.value.retryable
     finally:
         await db.close()
-
-
-def test_translate_never_uses_message_text():
-    class Fake(Exception):
-        sqlstate = "23505"
-        constraint_name = "uq_users_username"
-        table_name = "users"
-        column_name = None
-        detail = "Key (username)=(ana) already exists."
-        message = "this text says deadlock detected but the code decides"
-
-    err = translate(Fake())
-    assert isinstance(err, ConflictError)
-    assert err.message == "username 'ana' is already taken"

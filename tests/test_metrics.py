@@ -18,13 +18,15 @@ from typer.testing import CliRunner
 from alpha_data import MetricPoint
 from alpha_data.cli.metrics import metrics_app
 from alpha_data.errors import InvalidDataError, ReadOnlyError
-from alpha_data.repositories import metrics as metrics_module
 from alpha_data.repositories.metrics import (
     MetricBucket,
     MetricsRepository,
     partition_name,
 )
+from alpha_data.repositories.metrics import bulk_copy as metrics_module
 from alpha_data.services.metrics import (
+    drop_metrics_before,
+    ensure_metric_partitions,
     insert_portfolio_metrics,
     insert_portfolio_metrics_batch,
 )
@@ -182,7 +184,8 @@ async def test_insert_many_streams_chunks_from_a_generator(db, monkeypatch):
 
     async with db.unit_of_work() as uow:
         repo: MetricsRepository = uow.metrics
-        original = repo._copy
+        copier = repo._copier
+        original = copier._copy
         sent = 0
 
         async def spy(driver: Any, records: Any) -> int:
@@ -197,7 +200,7 @@ async def test_insert_many_streams_chunks_from_a_generator(db, monkeypatch):
             copies.append(copied)
             return copied
 
-        monkeypatch.setattr(repo, "_copy", spy)
+        monkeypatch.setattr(copier, "_copy", spy)
         assert await repo.insert_many(generate()) == 95
         await uow.commit()
     assert copies == [10] * 9 + [5]
@@ -598,6 +601,23 @@ async def test_ensure_partitions_covers_half_open_span_in_utc(db):
         names = await partition_names(uow)
     assert created == ["metrics_p20010701", "metrics_p20010702", "metrics_p20010703"]
     assert "metrics_p20010704" not in names
+
+
+async def test_maintenance_services_create_and_drop_partitions(db):
+    """The daily job's entry points: each runs and commits a unit of work of its own."""
+    first = date(2002, 3, 1)
+    created = await ensure_metric_partitions(db, at(first, 0), at(first + timedelta(days=3), 0))
+    assert created == [partition_name(d) for d in days(first, 3)]
+    assert await ensure_metric_partitions(db, at(first, 0), at(first, 23)) == []
+    async with db.unit_of_work() as uow:
+        await uow.metrics.insert_many([(at(d, 12), "svc", 1.0, {}) for d in days(first, 3)])
+        await uow.commit()
+    dropped = await drop_metrics_before(db, at(first + timedelta(days=2), 0))
+    assert dropped.partitions == tuple(partition_name(d) for d in days(first, 2))
+    assert dropped.rows_deleted == 0  # whole days went with their partitions
+    assert await count_rows(db, "svc") == 1
+    with pytest.raises(InvalidDataError):
+        await drop_metrics_before(db, datetime(2002, 1, 1))  # naive: rejected, nothing dropped
 
 
 async def test_retention_inside_one_transaction(db):

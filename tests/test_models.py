@@ -33,15 +33,117 @@ async def _violates(db, obj, error, constraint):
     return info.value
 
 
-async def test_username_unique(db):
+class _Seeded:
+    """One row of each kind, for the violations below to collide with."""
+
+    user: User
+    portfolio: Portfolio
+
+
+async def _seed(db) -> _Seeded:
+    seeded = _Seeded()
+    seeded.user = await _add(db, UserFactory.build(username="ana", email="Ana@X.io"))
+    await _add(db, ApiKeyFactory.build(user_id=seeded.user.id, prefix="abc123"))
+    seeded.portfolio = await _add(db, PortfolioFactory.build())
+    await _add(db, PositionFactory.build(portfolio_id=seeded.portfolio.id, symbol="AAPL"))
+    await _add(db, TradeFactory.build(portfolio_id=seeded.portfolio.id, external_id="ext-1"))
+    return seeded
+
+
+def _case(build, error, constraint, id):
+    return pytest.param(build, error, constraint, id=id)
+
+
+VIOLATIONS = [
+    _case(
+        lambda s: UserFactory.build(username="ana"), ConflictError, "uq_users_username", "u-name"
+    ),
+    _case(
+        lambda s: UserFactory.build(email="ana@x.IO"),
+        ConflictError,
+        "uq_users_email_lower",
+        "u-email-any-case",
+    ),
+    _case(
+        lambda s: ApiKeyFactory.build(user_id=s.user.id, prefix="abc123"),
+        ConflictError,
+        "uq_api_keys_prefix",
+        "key-prefix",
+    ),
+    _case(
+        lambda s: ApiKeyFactory.build(user_id=999_999_999),
+        InvalidDataError,
+        "fk_api_keys_user_id_users",
+        "key-missing-user",
+    ),
+    _case(
+        lambda s: PositionFactory.build(portfolio_id=s.portfolio.id, symbol="AAPL"),
+        ConflictError,
+        "uq_positions_portfolio_id_symbol",
+        "position-symbol",
+    ),
+    _case(
+        lambda s: PositionFactory.build(portfolio_id=s.portfolio.id, quantity=Decimal("0")),
+        InvalidDataError,
+        "ck_positions_quantity_positive",
+        "position-quantity",
+    ),
+    _case(
+        lambda s: PositionFactory.build(portfolio_id=s.portfolio.id, entry_price=Decimal("-1")),
+        InvalidDataError,
+        "ck_positions_entry_price_positive",
+        "position-price",
+    ),
+    _case(
+        lambda s: TradeFactory.build(portfolio_id=s.portfolio.id, external_id="ext-1"),
+        ConflictError,
+        "uq_trades_external_id",
+        "trade-external-id",
+    ),
+    _case(
+        lambda s: TradeFactory.build(portfolio_id=s.portfolio.id, quantity=Decimal("-5")),
+        InvalidDataError,
+        "ck_trades_quantity_positive",
+        "trade-quantity",
+    ),
+    _case(
+        lambda s: TradeFactory.build(portfolio_id=s.portfolio.id, price=Decimal("0")),
+        InvalidDataError,
+        "ck_trades_price_positive",
+        "trade-price",
+    ),
+    _case(
+        lambda s: TradeFactory.build(portfolio_id=s.portfolio.id, fees=Decimal("-0.01")),
+        InvalidDataError,
+        "ck_trades_fees_non_negative",
+        "trade-fees",
+    ),
+    _case(
+        lambda s: TradeFactory.build(portfolio_id=10**12),
+        InvalidDataError,
+        "fk_trades_portfolio_id_portfolios",
+        "trade-missing-portfolio",
+    ),
+]
+
+
+@pytest.mark.parametrize(("build", "error", "constraint"), VIOLATIONS)
+async def test_constraint_violations(db, build, error, constraint):
+    row = build(await _seed(db))
+    err = await _violates(db, row, error, constraint)
+    assert type(err) is error and err.table == type(row).__tablename__
+
+
+async def test_unique_violation_message_names_the_value(db):
     await _add(db, UserFactory.build(username="ana"))
     err = await _violates(db, UserFactory.build(username="ana"), ConflictError, "uq_users_username")
     assert "ana" in err.message and err.table == "users"
 
 
-async def test_email_unique_in_any_case(db):
-    await _add(db, UserFactory.build(email="Ana@X.io"))
-    await _violates(db, UserFactory.build(email="ana@x.IO"), ConflictError, "uq_users_email_lower")
+async def test_trades_without_external_id_do_not_collide(db):
+    p = await _add(db, PortfolioFactory.build())
+    await _add(db, TradeFactory.build(portfolio_id=p.id))
+    await _add(db, TradeFactory.build(portfolio_id=p.id))  # partial unique index
 
 
 async def test_role_check(db):
@@ -71,82 +173,8 @@ async def test_not_null(db):
     assert err.column == "email" and err.sqlstate == "23502"
 
 
-async def test_api_key_prefix_unique_and_fk(db):
-    user = await _add(db, UserFactory.build())
-    await _add(db, ApiKeyFactory.build(user_id=user.id, prefix="abc123"))
-    await _violates(
-        db,
-        ApiKeyFactory.build(user_id=user.id, prefix="abc123"),
-        ConflictError,
-        "uq_api_keys_prefix",
-    )
-    await _violates(
-        db,
-        ApiKeyFactory.build(user_id=999_999_999),
-        ConflictError,
-        "fk_api_keys_user_id_users",
-    )
-
-
-async def test_position_unique_and_positive(db):
+async def test_trade_side_check(db):
     p = await _add(db, PortfolioFactory.build())
-    await _add(db, PositionFactory.build(portfolio_id=p.id, symbol="AAPL"))
-    await _violates(
-        db,
-        PositionFactory.build(portfolio_id=p.id, symbol="AAPL"),
-        ConflictError,
-        "uq_positions_portfolio_id_symbol",
-    )
-    await _violates(
-        db,
-        PositionFactory.build(portfolio_id=p.id, quantity=Decimal("0")),
-        InvalidDataError,
-        "ck_positions_quantity_positive",
-    )
-    await _violates(
-        db,
-        PositionFactory.build(portfolio_id=p.id, entry_price=Decimal("-1")),
-        InvalidDataError,
-        "ck_positions_entry_price_positive",
-    )
-
-
-async def test_trade_constraints(db):
-    p = await _add(db, PortfolioFactory.build())
-    await _add(db, TradeFactory.build(portfolio_id=p.id, external_id="ext-1"))
-    await _violates(
-        db,
-        TradeFactory.build(portfolio_id=p.id, external_id="ext-1"),
-        ConflictError,
-        "uq_trades_external_id",
-    )
-    # many trades without external id are fine (partial unique index)
-    await _add(db, TradeFactory.build(portfolio_id=p.id))
-    await _add(db, TradeFactory.build(portfolio_id=p.id))
-    await _violates(
-        db,
-        TradeFactory.build(portfolio_id=p.id, quantity=Decimal("-5")),
-        InvalidDataError,
-        "ck_trades_quantity_positive",
-    )
-    await _violates(
-        db,
-        TradeFactory.build(portfolio_id=p.id, price=Decimal("0")),
-        InvalidDataError,
-        "ck_trades_price_positive",
-    )
-    await _violates(
-        db,
-        TradeFactory.build(portfolio_id=p.id, fees=Decimal("-0.01")),
-        InvalidDataError,
-        "ck_trades_fees_non_negative",
-    )
-    await _violates(
-        db,
-        TradeFactory.build(portfolio_id=10**12),
-        ConflictError,
-        "fk_trades_portfolio_id_portfolios",
-    )
     with pytest.raises(InvalidDataError) as info:
         async with db.unit_of_work() as uow:
             await uow.session.execute(

@@ -300,20 +300,30 @@ def column_codec(model: type[Any]) -> ColumnCodec:
 
 
 class Shape:
-    """What a cached read returns: ``model | None`` or ``list[model]``, with ``load`` relationships.
+    """What a cached read returns: ``model | None``, ``list[model]`` or ``Page[model]``.
 
     A node is ``[columns, related...]`` with one entry per name in ``load``
     (a list of column lists for collections, a column list or None for
-    scalars); the payload is a node, None, or a list of nodes.
+    scalars); the payload is a node, None, a list of nodes, or for a page
+    ``[[node, ...], next_cursor]``.
     """
 
-    def __init__(self, model: type[Any], *, load: Sequence[str] = (), many: bool = False) -> None:
+    def __init__(
+        self,
+        model: type[Any],
+        *,
+        load: Sequence[str] = (),
+        many: bool = False,
+        page: bool = False,
+    ) -> None:
         self.model = model
-        self.many = many
+        self.many = many or page
+        self.page = page
         self.codec = column_codec(model)
         mapper: Mapper[Any] = inspect(model)
         related: list[tuple[str, ColumnCodec, bool]] = []
-        layout = [f"v{FORMAT}", "many" if many else "one", self.codec.layout]
+        kind = "page" if page else "many" if many else "one"
+        layout = [f"v{FORMAT}", kind, self.codec.layout]
         for name in load:
             rel = mapper.relationships[name]
             codec = column_codec(rel.mapper.class_)
@@ -341,10 +351,18 @@ class Shape:
                 node.append(None if value is None else codec.encode(value))
         return node
 
+    def items_of(self, result: Any) -> Any:
+        """The model objects at the top of ``result`` (not None)."""
+        if self.page:
+            return result.items
+        return result if self.many else (result,)
+
     def encode(self, result: Any) -> bytes:
         """The entry body (everything after the tokens); raises Uncacheable."""
         if result is None:
             payload: Any = None
+        elif self.page:
+            payload = [[self._node(obj) for obj in result.items], result.next_cursor]
         elif self.many:
             payload = [self._node(obj) for obj in result]
         else:

@@ -20,8 +20,9 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import LoaderCallableStatus, PassiveFlag, Session
-from sqlalchemy.orm.attributes import instance_state, set_committed_value
+from sqlalchemy.orm.attributes import set_committed_value
 
+from alpha_data._sa_internals import add_persistent, set_attribute_loaders
 from alpha_data.cache.codec import ColumnCodec, Corrupt, Shape
 from alpha_data.errors import DataLayerError
 
@@ -61,13 +62,7 @@ def _hidden(names: tuple[str, ...]) -> dict[str, _HiddenSecret]:
 
 def hide_secrets(obj: Any, names: Iterable[str]) -> None:
     """Unload ``names`` on ``obj`` so that reading them raises SecretNotLoadedError."""
-    state: Any = instance_state(obj)
-    if "callables" not in state.__dict__:
-        state.callables = {}
-    for name in names:
-        obj.__dict__.pop(name, None)
-        state.expired_attributes.discard(name)
-        state.callables[name] = _HiddenSecret(name)
+    set_attribute_loaders(obj, {name: _HiddenSecret(name) for name in names})
 
 
 _Built = list[tuple[Any, Any, ColumnCodec]]
@@ -109,19 +104,10 @@ def _attach(session: Session, built: _Built) -> None:
     for _, key, _ in built:
         if key in identity_map:
             raise InSession(key)
-    # The loader's own way into the identity map (no cascades, no autobegin);
-    # the public add() is the fallback should a SQLAlchemy release drop it.
-    add_loaded = getattr(identity_map, "_add_unpresent", None)
     for obj, key, codec in built:
-        state: Any = instance_state(obj)
-        state.key = key
-        if add_loaded is not None:
-            state.session_id = session.hash_key
-            add_loaded(state, key)
-        else:  # pragma: no cover
-            session.add(obj)
+        add_persistent(session, obj, key)  # the loader's way: no cascades, no autobegin
         if codec.secrets:  # a new object: nothing loaded or expired to undo
-            state.callables = dict(_hidden(codec.secrets))
+            set_attribute_loaders(obj, _hidden(codec.secrets), fresh=True)
 
 
 def materialize(shape: Shape, payload: Any, session: Session | AsyncSession) -> Any:
@@ -137,11 +123,26 @@ def materialize(shape: Shape, payload: Any, session: Session | AsyncSession) -> 
     built: _Built = []
     sync = session.sync_session if isinstance(session, AsyncSession) else session
     identity_map = sync.identity_map
-    if shape.many:
+    if shape.page:
+        if type(payload) is not list or len(payload) != 2 or type(payload[0]) is not list:
+            raise Corrupt("expected [items, next_cursor]")
+        nodes, cursor = payload
+        if cursor is not None and type(cursor) is not str:
+            raise Corrupt("bad cursor")
+        items = [_node(shape, node, built, identity_map) for node in nodes]
+        result: Any = _page(items, cursor)
+    elif shape.many:
         if type(payload) is not list:
             raise Corrupt("expected a list")
-        result: Any = [_node(shape, node, built, identity_map) for node in payload]
+        result = [_node(shape, node, built, identity_map) for node in payload]
     else:
         result = _node(shape, payload, built, identity_map)
     _attach(sync, built)
     return result
+
+
+def _page(items: list[Any], cursor: str | None) -> Any:
+    """A ``Page`` (imported here: repositories import the cache, not the other way)."""
+    from alpha_data.repositories.pagination import Page
+
+    return Page(items, cursor)

@@ -102,6 +102,28 @@ class Cache:
         self._overflowed = False
         self._delivering = asyncio.Lock()
 
+    # -- outcomes of cached reads (counted here, reported by stats()) -------
+
+    def count_hit(self) -> None:
+        """A read served from the cache."""
+        self.hits += 1
+
+    def count_miss(self) -> None:
+        """A read that found no valid entry and queried PostgreSQL."""
+        self.misses += 1
+
+    def count_bypass(self) -> None:
+        """A read that went straight to PostgreSQL (see ``@cached``'s bypass rules)."""
+        self.bypassed += 1
+
+    def count_coalesced(self) -> None:
+        """A read that waited for another caller's query of the same entry."""
+        self.coalesced += 1
+
+    def count_corrupt(self) -> None:
+        """An entry that could not be decoded (then treated as a miss)."""
+        self.corrupt += 1
+
     # -- layout --------------------------------------------------------------
 
     def key(self, *parts: str) -> str:

@@ -18,6 +18,7 @@ from alpha_data.cli.common import console, load_settings, run
 from alpha_data.database import Database, Health
 from alpha_data.errors import DatabaseUnavailableError
 from alpha_data.settings import Settings
+from alpha_data.urls import database_name, server_address
 
 __all__ = ["db_app", "register"]
 
@@ -28,19 +29,20 @@ _MIGRATIONS = Path(__file__).resolve().parent.parent.parent / "migrations"
 
 def _server_and_name(settings: Settings) -> tuple[str, str]:
     url = make_url(settings.database_url)
-    name = url.database or "alpha_data"
+    # Decoded the same on every SQLAlchemy release (2.0 keeps "my%20db" encoded).
+    name = database_name(settings.database_url) or "alpha_data"
     server = url.set(drivername="postgresql", database="postgres")
     return server.render_as_string(hide_password=False), name
 
 
 async def _connect_server(settings: Settings) -> asyncpg.Connection:
     dsn, _ = _server_and_name(settings)
-    url = make_url(settings.database_url)
     try:
         return await asyncpg.connect(dsn, timeout=settings.connect_timeout)
     except (OSError, asyncio.TimeoutError, asyncpg.PostgresError) as exc:
         raise DatabaseUnavailableError(
-            f"cannot reach PostgreSQL at {url.host}:{url.port or 5432} ({type(exc).__name__}); "
+            f"cannot reach PostgreSQL at {server_address(settings.database_url)} "
+            f"({type(exc).__name__}); "
             "set ALPHA_DATA_DATABASE_URL to point elsewhere"
         ) from None
 

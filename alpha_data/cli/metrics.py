@@ -8,6 +8,7 @@ import typer
 
 from alpha_data.cli.common import console, load_settings, run
 from alpha_data.database import Database
+from alpha_data.services.metrics import ensure_metric_partitions
 from alpha_data.settings import Settings
 
 __all__ = ["ensure_partitions", "metrics_app"]
@@ -25,10 +26,8 @@ async def ensure_partitions(settings: Settings, ahead: int) -> list[str]:
     today = datetime.now(timezone.utc).date()
     start = datetime.combine(today, time.min, tzinfo=timezone.utc)
     end = start + timedelta(days=ahead + 1)
-    async with Database(settings) as db, db.unit_of_work() as uow:
-        created = await uow.metrics.ensure_partitions(start, end)
-        await uow.commit()
-    return created
+    async with Database(settings) as db:
+        return await ensure_metric_partitions(db, start, end)
 
 
 @metrics_app.command("ensure-partitions")

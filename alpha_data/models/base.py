@@ -12,15 +12,9 @@ from sqlalchemy import Enum as SAEnum
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.schema import FetchedValue
 
-__all__ = ["Base", "Money", "StrEnum", "TimestampedIdMixin", "enum_column", "metadata"]
+from alpha_data.schema_names import NAMING_CONVENTION
 
-NAMING_CONVENTION = {
-    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
-    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
-    "ck": "ck_%(table_name)s_%(constraint_name)s",
-    "fk": "fk_%(table_name)s_%(column_0_N_name)s_%(referred_table_name)s",
-    "pk": "pk_%(table_name)s",
-}
+__all__ = ["Base", "Money", "StrEnum", "TimestampedIdMixin", "enum_column", "metadata"]
 
 metadata = MetaData(naming_convention=NAMING_CONVENTION)
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
-from alpha_data.observability.logs import LOGGERS, JsonFormatter, fields, get_logger
+from alpha_data.observability.logs import LOGGERS, JsonFormatter
 from alpha_data.observability.sqlhooks import installed_hooks
 from alpha_data.observability.stats import (
     Counters,
@@ -37,8 +37,6 @@ __all__ = [
     "Stats",
     "UowStats",
     "UowTracer",
-    "fields",
-    "get_logger",
     "set_metrics_enabled",
 ]
 

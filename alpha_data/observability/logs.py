@@ -34,8 +34,6 @@ __all__ = [
     "HideResultRows",
     "JsonFormatter",
     "Throttle",
-    "fields",
-    "get_logger",
     "record_fields",
 ]
 
@@ -56,25 +54,6 @@ LOGGERS: dict[str, str] = {
 RESERVED: frozenset[str] = frozenset(
     vars(logging.LogRecord("", 0, "", 0, "", None, None)).keys() | {"message", "asctime"}
 )
-
-
-def get_logger(layer: str) -> logging.Logger:
-    """The logger of ``layer`` (a key of :data:`LOGGERS`, or a dotted sub-layer)."""
-    head, _, rest = layer.partition(".")
-    name = LOGGERS.get(head, f"alpha_data.{head}")
-    return logging.getLogger(f"{name}.{rest}" if rest else name)
-
-
-def fields(**values: Any) -> dict[str, Any]:
-    """``extra=`` for a log call; refuses names that would clobber LogRecord attributes.
-
-    Values must never be secrets (passwords, API keys, hashes, URLs with
-    credentials, SQL parameters): log ids, counts, durations and class names.
-    """
-    clash = RESERVED.intersection(values)
-    if clash:
-        raise ValueError(f"log field names clash with LogRecord attributes: {sorted(clash)}")
-    return values
 
 
 def record_fields(record: logging.LogRecord) -> dict[str, Any]:

@@ -13,12 +13,12 @@ import time
 from typing import Any
 
 from sqlalchemy import text
-from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import NullPool
 
-from alpha_data.errors import sqlstate_of
+from alpha_data.errors import INVALID_CATALOG_NAME, LOGIN_REJECTED, sqlstate_of
 from alpha_data.health import ComponentHealth
+from alpha_data.urls import where
 
 __all__ = ["probe_replica", "probe_replicas", "where"]
 
@@ -26,15 +26,6 @@ _PROBE = text(
     "SELECT current_setting('server_version'), pg_is_in_recovery(),"
     " EXTRACT(EPOCH FROM now() - pg_last_xact_replay_timestamp())::float8"
 )
-
-
-def where(url: str) -> str:
-    """``host:port/database`` of a PostgreSQL URL (no user, no password)."""
-    try:
-        parsed = make_url(url)
-    except Exception:
-        return "<unparseable url>"
-    return f"{parsed.host or 'localhost'}:{parsed.port or 5432}/{parsed.database or ''}"
 
 
 async def probe_replica(url: str, timeout: float) -> ComponentHealth:
@@ -53,9 +44,9 @@ async def probe_replica(url: str, timeout: float) -> ComponentHealth:
         version, in_recovery, lag = await asyncio.wait_for(query(), timeout)
     except Exception as exc:
         code = sqlstate_of(exc)
-        if code in ("28P01", "28000"):
+        if code in LOGIN_REJECTED:
             reason = f"replica at {place} rejected the login (check the user and password)"
-        elif code == "3D000":
+        elif code == INVALID_CATALOG_NAME:
             reason = f"database does not exist on the replica at {place}"
         else:
             reason = f"cannot reach replica at {place} ({type(exc).__name__})"

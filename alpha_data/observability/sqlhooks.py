@@ -29,6 +29,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.pool import AsyncAdaptedQueuePool, ConnectionPoolEntry
 
+from alpha_data._sa_internals import pool_checkout_must_wait
 from alpha_data.errors import sqlstate_of
 from alpha_data.observability.logs import ENGINE_LOGGER, HIDE_RESULT_ROWS, Throttle
 from alpha_data.observability.stats import Counters
@@ -205,13 +206,7 @@ class ObservedPool(AsyncAdaptedQueuePool):
 
     def _do_get(self) -> ConnectionPoolEntry:
         counters = self.counters
-        if (
-            counters is None
-            or not counters.enabled
-            or self._max_overflow < 0
-            or self._overflow < self._max_overflow
-            or not self._pool.empty()
-        ):
+        if counters is None or not counters.enabled or not pool_checkout_must_wait(self):
             return super()._do_get()
         # No idle connection and no overflow left: this checkout waits.
         counters.pool_waits += 1

@@ -12,7 +12,7 @@ from sqlalchemy import ColumnElement, Select, func, select, tuple_
 from sqlalchemy import Enum as SAEnum
 from sqlalchemy.orm import InstrumentedAttribute
 
-from alpha_data.errors import DataLayerError, InvalidDataError, NotFoundError, translate
+from alpha_data.errors import InvalidDataError, NotFoundError, translating
 from alpha_data.models.base import Base
 from alpha_data.repositories.handle import SessionBound
 from alpha_data.repositories.pagination import Page, decode_cursor, encode_cursor
@@ -81,27 +81,19 @@ class Repository(SessionBound, Generic[ModelT]):
 
     async def _execute(self, statement: Any, params: Any = None) -> Any:
         """Execute with errors translated to alpha_data errors."""
-        try:
+        with translating():
             return await self.session.execute(statement, params)
-        except DataLayerError:
-            raise
-        except Exception as exc:
-            raise translate(exc) from exc
 
     async def _flush(self) -> None:
-        try:
+        with translating():
             await self.session.flush()
-        except DataLayerError:
-            raise
-        except Exception as exc:
-            raise translate(exc) from exc
 
     # -- reads ---------------------------------------------------------------
 
     async def get(self, id: int) -> ModelT | None:
         """The row with primary key ``id``, or None."""
         check_id(id)
-        try:
+        with translating():
             if self.read_only:
                 loader = row_loader(self.model)
                 sync = self.session.sync_session
@@ -109,10 +101,6 @@ class Repository(SessionBound, Generic[ModelT]):
                     rows = await loader.fetch(self.session, loader.pk.key, id)
                     return loader.build(sync, rows[0]) if rows else None
             obj: ModelT | None = await self.session.get(self.model, id)
-        except DataLayerError:
-            raise
-        except Exception as exc:
-            raise translate(exc) from exc
         return obj
 
     async def get_one(self, id: int) -> ModelT:
@@ -209,12 +197,8 @@ class Repository(SessionBound, Generic[ModelT]):
         for obj in items:
             self._check_type(obj)
         if items and (keys := bulk_insert_keys(self.model, items)) is not None:
-            try:
+            with translating():
                 await bulk_insert(self.session, self.model, items, keys)
-            except DataLayerError:
-                raise
-            except Exception as exc:
-                raise translate(exc) from exc
             return items
         self.session.add_all(items)
         await self._flush()

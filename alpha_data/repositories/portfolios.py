@@ -13,7 +13,7 @@ from sqlalchemy.orm import selectinload
 from sqlalchemy.orm.attributes import set_committed_value
 
 from alpha_data.cache import TagSpec, cached, invalidates
-from alpha_data.errors import InvalidDataError, translate
+from alpha_data.errors import InvalidDataError, translating
 from alpha_data.models import Portfolio, Position, Trade
 from alpha_data.repositories.base import Repository, check_id
 from alpha_data.repositories.pagination import Page
@@ -72,13 +72,11 @@ class PortfolioRepository(Repository[Portfolio]):
         """
         portfolios, positions = row_loader(Portfolio), row_loader(Position)
         sync = self.session.sync_session
-        try:
+        with translating():
             rows = await portfolios.fetch(self.session, "id", id)
             if not rows:
                 return None
             children = await positions.fetch(self.session, "portfolio_id", id, order_by="symbol")
-        except Exception as exc:
-            raise translate(exc) from exc
         if holds_any(sync, portfolios, rows) or holds_any(sync, positions, children):
             return _HELD
         portfolio = portfolios.build(sync, rows[0])

@@ -30,6 +30,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session, configure_mappers
 from sqlalchemy.orm.attributes import instance_state
 
+from alpha_data._sa_internals import add_persistent, build_persistent, mark_loaded
+
 __all__ = ["RowLoader", "bulk_insert", "bulk_insert_keys", "row_loader"]
 
 _DIALECT = asyncpg_dialect()  # type: ignore[no-untyped-call]
@@ -76,13 +78,8 @@ class RowLoader:
         values = list(row)
         for index, convert in self.converters:
             values[index] = convert(values[index])
-        obj = self.mapper.class_manager.new_instance()
-        obj.__dict__.update(zip(self.keys, values, strict=True))
-        state: Any = instance_state(obj)
-        key = self.identity_key(values[self.pk_index])
-        state.key = key
-        state.session_id = session.hash_key
-        session.identity_map._add_unpresent(state, key)  # the ORM loader's own door
+        obj = build_persistent(self.mapper, zip(self.keys, values, strict=True))
+        add_persistent(session, obj, self.identity_key(values[self.pk_index]))
         return obj
 
     async def fetch(
@@ -156,13 +153,8 @@ async def bulk_insert(
     rows = (await session.execute(stmt, params)).all()
     attr_keys = [mapper.get_property_by_column(c).key for c in table.c]
     sync = session.sync_session
-    identity_map = sync.identity_map
     pk_index = list(table.c).index(mapper.primary_key[0])
     for obj, row in zip(objs, rows, strict=True):
-        state: Any = instance_state(obj)
         obj.__dict__.update(zip(attr_keys, row, strict=True))
-        state._commit_all(obj.__dict__)  # loaded values, no pending changes
-        key = mapper.identity_key_from_primary_key((row[pk_index],))
-        state.key = key
-        state.session_id = sync.hash_key
-        identity_map._add_unpresent(state, key)
+        mark_loaded(obj)  # loaded values, no pending changes
+        add_persistent(sync, obj, mapper.identity_key_from_primary_key((row[pk_index],)))

@@ -14,7 +14,14 @@ from typing import Literal
 
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
-from alpha_data.errors import TransientError, is_database_error, sqlstate_of, translate
+from alpha_data.errors import (
+    CONNECTION_EXCEPTION_CLASSES,
+    SERIALIZATION_FAILURE,
+    TransientError,
+    is_database_error,
+    sqlstate_of,
+    translate,
+)
 
 __all__ = ["ReplicaFailure", "first_line", "replica_failure"]
 
@@ -24,10 +31,10 @@ ReplicaFailure = Literal["down", "recovery conflict", "pool timeout"]
 def replica_failure(exc: BaseException) -> ReplicaFailure | None:
     """Why a statement failed on a replica, if re-running it on the primary can help."""
     code = sqlstate_of(exc)
-    if code == "40001":
+    if code == SERIALIZATION_FAILURE:
         return "recovery conflict"  # cancelled by WAL replay on the standby
     if code is not None:
-        return "down" if code.startswith(("08", "57P")) else None
+        return "down" if code.startswith(CONNECTION_EXCEPTION_CLASSES) else None
     if isinstance(exc, PoolTimeoutError):
         return "pool timeout"
     if isinstance(exc, (OSError, asyncio.TimeoutError)) or is_database_error(exc):

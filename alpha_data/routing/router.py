@@ -15,7 +15,6 @@ import random
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
-from urllib.parse import urlsplit
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -24,6 +23,7 @@ from alpha_data.routing.monitor import Monitor
 from alpha_data.routing.probes import EngineProbes, Probes
 from alpha_data.routing.replica import Replica, Route, Variants
 from alpha_data.settings import Settings
+from alpha_data.urls import where
 
 __all__ = ["Fence", "Router", "primary_read_options"]
 
@@ -114,7 +114,7 @@ class Router:
         cls, primary: AsyncEngine, settings: Settings, make_engine: Callable[[str], AsyncEngine]
     ) -> Router:
         """A Router over ``settings.replica_urls`` (engines built by ``make_engine``)."""
-        replicas = [(_where(url), make_engine(url)) for url in settings.replica_urls]
+        replicas = [(where(url), make_engine(url)) for url in settings.replica_urls]
         return cls(
             primary,
             replicas,
@@ -201,9 +201,3 @@ class Router:
         await self.monitor.close()
         for replica in self.replicas:
             await replica.engine.dispose()
-
-
-def _where(url: str) -> str:
-    """``host:port/database`` of a PostgreSQL URL (no credentials)."""
-    parts = urlsplit(url)
-    return f"{parts.hostname or 'localhost'}:{parts.port or 5432}{parts.path}"

@@ -1,4 +1,4 @@
-"""Metric use cases: portfolio values written as ``portfolio_value`` points."""
+"""Metric use cases: portfolio values as ``portfolio_value`` points; partition maintenance."""
 
 from __future__ import annotations
 
@@ -9,13 +9,24 @@ from typing import TYPE_CHECKING
 
 from alpha_data.errors import InvalidDataError
 from alpha_data.repositories.base import check_id
-from alpha_data.repositories.metrics import MetricPoint, PointInput
+from alpha_data.repositories.metrics import (
+    DroppedMetrics,
+    MetricPartitions,
+    MetricPoint,
+    PointInput,
+)
 from alpha_data.validation import check_aware, check_finite
 
 if TYPE_CHECKING:
     from alpha_data.database import Database
 
-__all__ = ["PORTFOLIO_VALUE", "insert_portfolio_metrics", "insert_portfolio_metrics_batch"]
+__all__ = [
+    "PORTFOLIO_VALUE",
+    "drop_metrics_before",
+    "ensure_metric_partitions",
+    "insert_portfolio_metrics",
+    "insert_portfolio_metrics_batch",
+]
 
 #: The metric every portfolio valuation is written to (label ``portfolio_id``).
 PORTFOLIO_VALUE = "portfolio_value"
@@ -75,3 +86,27 @@ async def insert_portfolio_metrics_batch(
         count = await uow.metrics.insert_many(points)
         await uow.commit()
     return count
+
+
+async def ensure_metric_partitions(db: Database, start: datetime, end: datetime) -> list[str]:
+    """Create the missing day partitions for ``[start, end)`` and commit; return new names.
+
+    The daily maintenance job (``alpha-data metrics ensure-partitions`` runs it):
+    idempotent, safe to run concurrently, in a unit of work of its own.
+    """
+    async with db.unit_of_work() as uow:
+        created = await MetricPartitions(uow.session).ensure(start, end)
+        await uow.commit()
+    return created
+
+
+async def drop_metrics_before(db: Database, cutoff: datetime) -> DroppedMetrics:
+    """Retention: remove every point older than ``cutoff`` and commit; return what went.
+
+    Whole day partitions are dropped, rows at the edge deleted; the table is
+    locked ACCESS EXCLUSIVE only for this short unit of work.
+    """
+    async with db.unit_of_work() as uow:
+        dropped = await MetricPartitions(uow.session).drop_before(cutoff)
+        await uow.commit()
+    return dropped

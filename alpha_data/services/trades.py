@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 from pydantic import BeforeValidator
 
+from alpha_data import schema_names as names
 from alpha_data.errors import ConflictError, InvalidDataError, NotFoundError
 from alpha_data.events import PositionChanged, TradeExecuted
 from alpha_data.models import OrderType, Position, Side, Trade
@@ -47,9 +48,7 @@ __all__ = ["record_trade", "weighted_entry_price"]
 QUANTUM = Decimal("0.00000001")
 _CALC = Context(prec=60, rounding=ROUND_HALF_EVEN)
 _RACE_ATTEMPTS = 5
-_PORTFOLIO_FKS = frozenset(
-    {"fk_trades_portfolio_id_portfolios", "fk_positions_portfolio_id_portfolios"}
-)
+_PORTFOLIO_FKS = frozenset({names.TRADES_PORTFOLIO_FK, names.POSITIONS_PORTFOLIO_FK})
 
 
 def weighted_entry_price(
@@ -70,10 +69,6 @@ def _enum(kind: type[Side] | type[OrderType], what: str) -> BeforeValidator:
             raise InvalidDataError(f"{what} must be one of {allowed}") from None
 
     return BeforeValidator(check)
-
-
-def _money(what: str, *, positive: bool = False) -> BeforeValidator:
-    return BeforeValidator(lambda v: check_money(v, what, positive=positive))
 
 
 def _external_id(value: Any) -> str | None:
@@ -135,11 +130,13 @@ async def record_trade(
         try:
             return await db.run(partial(_apply, db, data))
         except ConflictError as exc:
-            if exc.constraint == "uq_trades_external_id" and data.external_id is not None:
+            if exc.constraint == names.TRADES_EXTERNAL_ID_UNIQUE and data.external_id is not None:
                 return await _existing_trade(db, data, exc)
-            if exc.constraint == "uq_positions_portfolio_id_symbol" and attempt < _RACE_ATTEMPTS:
+            if exc.constraint == names.POSITIONS_SYMBOL_UNIQUE and attempt < _RACE_ATTEMPTS:
                 continue  # lost the race to open the position: re-run and lock it
-            if exc.constraint in _PORTFOLIO_FKS:
+            raise
+        except InvalidDataError as exc:
+            if exc.constraint in _PORTFOLIO_FKS:  # the portfolio was deleted meanwhile
                 raise NotFoundError(
                     f"Portfolio {data.portfolio_id} not found", table="portfolios"
                 ) from None
@@ -163,7 +160,7 @@ def _reused(data: NewTrade) -> ConflictError:
     return ConflictError(
         f"external id {data.external_id!r} was already used for a different trade",
         table="trades",
-        constraint="uq_trades_external_id",
+        constraint=names.TRADES_EXTERNAL_ID_UNIQUE,
         column="external_id",
     )
 

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 from pydantic import AfterValidator, BeforeValidator
 from sqlalchemy.orm.attributes import set_committed_value
 
+from alpha_data import schema_names as names
 from alpha_data.errors import (
     AuthenticationError,
     ConflictError,
@@ -253,9 +254,11 @@ async def issue_api_key(
         try:
             key = await db.run(insert)
         except ConflictError as exc:
-            if exc.constraint == "uq_api_keys_prefix" and attempt < _KEY_MINT_ATTEMPTS:
+            if exc.constraint == names.API_KEYS_PREFIX_UNIQUE and attempt < _KEY_MINT_ATTEMPTS:
                 continue  # 48-bit prefix collision: mint another key
-            if exc.constraint == "fk_api_keys_user_id_users":
+            raise
+        except InvalidDataError as exc:
+            if exc.constraint == names.API_KEYS_USER_FK:  # the user was deleted meanwhile
                 raise NotFoundError(f"User {data.user_id} not found", table="users") from None
             raise
         return key, minted.raw

@@ -29,15 +29,11 @@ from alpha_data.security import (
     verify_password,
 )
 
-FAST = PasswordHasher(time_cost=1, memory_cost=8, parallelism=1)
 OTHER_FAST = PasswordHasher(time_cost=2, memory_cost=16, parallelism=1)
 GOOD = "correct horse battery"
 
 
-@pytest.fixture(autouse=True)
-def fast_hasher():
-    with use_password_hasher(FAST) as hasher:
-        yield hasher
+pytestmark = pytest.mark.usefixtures("fast_hasher")  # tests/unit/conftest.py
 
 
 # -- password policy ------------------------------------------------------------
