@@ -22,7 +22,7 @@ from alpha_data.routing import (
     session_options,
 )
 from alpha_data.routing.sessions import fall_back
-from alpha_data.uow import ReadOnlySession
+from alpha_data.uow import DataSession, ReadOnlySession
 from tests.unit.fakes import make_router
 from tests.unit.test_routing_monitor import settle
 
@@ -139,7 +139,7 @@ def test_session_classes_per_kind_of_session() -> None:
         "sync_session_class": ReadOnlySession
     }
     assert session_options(None, read_only=False, execution_options={}) == {
-        "sync_session_class": Session
+        "sync_session_class": DataSession
     }
     write = session_options(router, read_only=False, execution_options={})
     assert write["sync_session_class"] is FencingSession and write["info"][ROUTER_KEY] is router

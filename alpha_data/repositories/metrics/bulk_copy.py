@@ -14,7 +14,7 @@ import logging
 import math
 from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator, Mapping
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -43,12 +43,24 @@ _SAVEPOINT = "alpha_data_metrics_copy"
 _END = object()
 
 
+class HasSession(Protocol):
+    """What the copier writes through: a repository's current session."""
+
+    @property
+    def session(self) -> AsyncSession: ...
+
+
 class MetricCopier:
     """Binary COPY of metric points on one unit of work's session."""
 
-    def __init__(self, session: AsyncSession, checks: RememberedChecks) -> None:
-        self.session = session
+    def __init__(self, owner: HasSession, checks: RememberedChecks) -> None:
+        self._owner = owner
         self.checks = checks
+
+    @property
+    def session(self) -> AsyncSession:
+        """The owning repository's session (refused once its unit of work ended)."""
+        return self._owner.session
 
     async def insert_many(self, points: Iterable[PointInput] | AsyncIterable[PointInput]) -> int:
         """Insert ``points`` atomically; return how many were written (see the module doc)."""

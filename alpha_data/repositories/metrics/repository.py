@@ -75,6 +75,7 @@ class MetricsRepository(SessionBound):
         # reads are ranges over a moving series, never cached.
         super().__init__(session, read_only=read_only)
         self._checks = RememberedChecks()
+        self._copier = MetricCopier(self, self._checks)
 
     def __repr__(self) -> str:
         return f"MetricsRepository(read_only={self.read_only})"
@@ -132,7 +133,7 @@ class MetricsRepository(SessionBound):
         in COPY statements of at most ``COPY_CHUNK_SIZE`` points.
         """
         self._check_writable()
-        return await MetricCopier(self.session, self._checks).insert_many(points)
+        return await self._copier.insert_many(points)
 
     # -- reads ---------------------------------------------------------------
 
