@@ -28,16 +28,11 @@ from alpha_data.security import (
     verify_api_key,
     verify_password,
 )
+from alpha_data.testing import FAST_HASHER
 
-FAST = PasswordHasher(time_cost=1, memory_cost=8, parallelism=1)
+FAST = FAST_HASHER  # the plugin's fast_hasher fixture installs it for every test
 OTHER_FAST = PasswordHasher(time_cost=2, memory_cost=16, parallelism=1)
 GOOD = "correct horse battery"
-
-
-@pytest.fixture(autouse=True)
-def fast_hasher():
-    with use_password_hasher(FAST) as hasher:
-        yield hasher
 
 
 # -- password policy ------------------------------------------------------------

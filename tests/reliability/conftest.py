@@ -8,7 +8,7 @@
   under the run's prefix, is searched for the secrets the tests registered
   (passwords, API keys and their secrets, password and key hashes, URL
   passwords); a hit fails the run (as an error in the last test's teardown).
-* Argon2 with tiny parameters for every test (the suite tests behaviour).
+* Argon2 with tiny parameters for every test: the plugin's ``fast_hasher``.
 """
 
 from __future__ import annotations
@@ -20,9 +20,7 @@ from typing import Any
 import pytest
 import redis.asyncio as redis_asyncio
 
-from alpha_data.security import use_password_hasher
 from tests.reliability.tools import (
-    FAST_HASHER,
     SECRETS,
     STORED_FORMS,
     TALLY,
@@ -115,12 +113,6 @@ async def _secret_audit(
 @pytest.fixture
 def tally() -> Tally:
     return TALLY
-
-
-@pytest.fixture(autouse=True)
-def _fast_hasher() -> Iterator[None]:
-    with use_password_hasher(FAST_HASHER):
-        yield
 
 
 @pytest.fixture
