@@ -9,7 +9,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar, cast, overload
 from urllib.parse import urlsplit
 
 import orjson
@@ -34,6 +34,15 @@ from alpha_data.pgbouncer import check_statement_timeout, connect_args
 from alpha_data.routing import Router, session_options
 from alpha_data.settings import Settings
 from alpha_data.uow import IsolationLevel, ReadOnlySession, UnitOfWork
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
+    from typing_extensions import TypeVar as DefaultTypeVar
+
+    #: The unit-of-work class a Database builds (``UnitOfWork`` unless the app passes its own).
+    U = DefaultTypeVar("U", bound=UnitOfWork, default=UnitOfWork)
+else:  # no runtime dependency on typing_extensions; only type checkers read the default
+    U = TypeVar("U", bound=UnitOfWork)
 
 __all__ = ["ComponentHealth", "Database", "Health", "Stats"]
 
@@ -67,13 +76,32 @@ def backoff_delay(attempt: int) -> float:
     return random.uniform(0, min(_BACKOFF_CAP, _BACKOFF_BASE * 2**attempt))  # noqa: S311
 
 
-class Database:
+class Database(Generic[U]):
     """Owns everything that talks to PostgreSQL and Redis; create one per application.
 
-    ``async with Database(settings) as db:`` connects and closes.
+    ``async with Database(settings) as db:`` connects and closes. An
+    application with a UnitOfWork subclass of its own (say, one with a
+    ``watchlists`` property) passes ``unit_of_work_class=AppUoW``: then
+    ``db.unit_of_work()``, ``db.run`` and the FastAPI dependency build and
+    are typed as ``AppUoW`` (``Database[AppUoW]``). The subclass keeps
+    UnitOfWork's constructor.
     """
 
-    def __init__(self, settings: Settings | None = None) -> None:
+    @overload
+    def __init__(self: Database[UnitOfWork], settings: Settings | None = None) -> None: ...
+
+    @overload
+    def __init__(
+        self, settings: Settings | None = None, *, unit_of_work_class: type[U]
+    ) -> None: ...
+
+    def __init__(
+        self, settings: Settings | None = None, *, unit_of_work_class: type[Any] = UnitOfWork
+    ) -> None:
+        uow_class = unit_of_work_class
+        if not (isinstance(uow_class, type) and issubclass(uow_class, UnitOfWork)):
+            raise TypeError("unit_of_work_class must be a subclass of alpha_data.UnitOfWork")
+        self._uow_class = cast("type[U]", unit_of_work_class)
         self.settings = settings or Settings()
         s = self.settings
         self.engine: AsyncEngine = self._make_engine(s.database_url)
@@ -144,7 +172,7 @@ class Database:
 
     # -- lifecycle -----------------------------------------------------------
 
-    async def __aenter__(self) -> Database:
+    async def __aenter__(self) -> Self:
         await self.connect()
         return self
 
@@ -263,13 +291,13 @@ class Database:
 
     def unit_of_work(
         self, *, read_only: bool = False, isolation_level: IsolationLevel | None = None
-    ) -> UnitOfWork:
-        """A new UnitOfWork: one session, one transaction, its repositories.
+    ) -> U:
+        """A new unit of work (``unit_of_work_class``): one session, one transaction.
 
         ``read_only=True`` refuses writes and, at the default isolation, runs
         each read in autocommit (no BEGIN/COMMIT round trips).
         """
-        return UnitOfWork(
+        return self._uow_class(
             self._session_factory(isolation_level, read_only),
             read_only=read_only,
             cache=self.cache,
@@ -282,7 +310,7 @@ class Database:
 
     async def run(
         self,
-        fn: Callable[[UnitOfWork], Awaitable[T]],
+        fn: Callable[[U], Awaitable[T]],
         *,
         attempts: int = 3,
         isolation_level: IsolationLevel | None = None,

@@ -6,7 +6,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from time import perf_counter
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, cast
 
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -28,10 +28,15 @@ from alpha_data.repositories import (
     ApiKeyRepository,
     MetricsRepository,
     PortfolioRepository,
+    Repository,
+    SessionBound,
+    SessionHandle,
     UserRepository,
 )
 
 if TYPE_CHECKING:
+    from typing_extensions import Self
+
     from alpha_data.cache import Cache
     from alpha_data.events import Event, EventBus
     from alpha_data.observability.stats import Counters
@@ -44,6 +49,11 @@ IsolationLevel = Literal["READ COMMITTED", "REPEATABLE READ", "SERIALIZABLE"]
 AfterCommit = Callable[[], Awaitable[Any]]
 
 _NEW, _ACTIVE, _ENDED = "new", "active", "ended"
+
+_NOT_ACTIVE = "unit of work is not active: use it inside 'async with db.unit_of_work()'"
+
+R = TypeVar("R", bound="Repository[Any]")
+B = TypeVar("B", bound=SessionBound)
 
 
 class ReadOnlySession(Session):
@@ -95,7 +105,8 @@ class UnitOfWork:
         self._session: AsyncSession | None = None
         self._after_commit: list[AfterCommit] = []
         self._outbox: list[Event] = []
-        self._repos: dict[str, Any] = {}
+        self._handle: SessionHandle | None = None
+        self._repos: dict[type[SessionBound], SessionBound] = {}
         # Observability (docs/operations.md): counted into ``counters``.
         self._counters = counters
         #: Statements sent while this unit of work was the current one.
@@ -112,9 +123,7 @@ class UnitOfWork:
     def session(self) -> AsyncSession:
         """The UoW's AsyncSession (only inside the ``async with`` block)."""
         if self._state != _ACTIVE or self._session is None:
-            raise UnitOfWorkStateError(
-                "unit of work is not active: use it inside 'async with db.unit_of_work()'"
-            )
+            raise UnitOfWorkStateError(_NOT_ACTIVE)
         return self._session
 
     @property
@@ -122,50 +131,62 @@ class UnitOfWork:
         """True inside the block."""
         return self._state == _ACTIVE
 
-    def _repo(self, name: str, cls: Any) -> Any:
-        session = self.session
-        repo = self._repos.get(name)
+    # -- repositories --------------------------------------------------------
+
+    def repository(self, cls: type[R]) -> R:
+        """The unit of work's instance of repository class ``cls`` (built on first use).
+
+        Any subclass of ``alpha_data.repositories.Repository`` (the library's or
+        an application's) works: it is built as ``cls(handle, cache=...,
+        read_only=...)`` once per unit of work and reaches the session through
+        a handle closed when the block ends, after which each of its methods
+        raises UnitOfWorkStateError.
+        """
+        return self._bound(cls)
+
+    def _bound(self, cls: type[B]) -> B:
+        repo = self._repos.get(cls)
         if repo is None:
-            repo = cls(session, cache=self.cache, read_only=self.read_only)
-            self._repos[name] = repo
-        return repo
+            if not isinstance(cls, type) or not issubclass(cls, SessionBound):
+                raise TypeError(f"{cls!r} is not a repository class (subclass Repository)")
+            handle = self._handle
+            if self._state != _ACTIVE or handle is None:
+                raise UnitOfWorkStateError(_NOT_ACTIVE)
+            repo = self._repos[cls] = cls(handle, cache=self.cache, read_only=self.read_only)
+        return cast(B, repo)
 
     @property
     def users(self) -> UserRepository:
         """Users of the fund."""
-        repo: UserRepository = self._repo("users", UserRepository)
-        return repo
+        return self._bound(UserRepository)
 
     @property
     def api_keys(self) -> ApiKeyRepository:
         """API keys (hash + public prefix)."""
-        repo: ApiKeyRepository = self._repo("api_keys", ApiKeyRepository)
-        return repo
+        return self._bound(ApiKeyRepository)
 
     @property
     def portfolios(self) -> PortfolioRepository:
         """Portfolios with their positions and trades (aggregate root)."""
-        repo: PortfolioRepository = self._repo("portfolios", PortfolioRepository)
-        return repo
+        return self._bound(PortfolioRepository)
 
     @property
     def alerts(self) -> AlertRepository:
         """Alerts."""
-        repo: AlertRepository = self._repo("alerts", AlertRepository)
-        return repo
+        return self._bound(AlertRepository)
 
     @property
     def metrics(self) -> MetricsRepository:
         """Time-series metric points (rows, not ORM objects)."""
-        repo: MetricsRepository = self._repo("metrics", MetricsRepository)
-        return repo
+        return self._bound(MetricsRepository)
 
     # -- lifecycle -----------------------------------------------------------
 
-    async def __aenter__(self) -> UnitOfWork:
+    async def __aenter__(self) -> Self:
         if self._state != _NEW:
             raise UnitOfWorkStateError("a unit of work can be entered only once; open a new one")
         self._session = self._factory()
+        self._handle = SessionHandle(self._session)
         if self.cache is not None:
             self._scope = CacheScope(self.cache, reads=self._cache_reads)
             self._scope.bind(self._session)
@@ -190,6 +211,8 @@ class UnitOfWork:
         self._state = _ENDED
         self._after_commit.clear()
         self._outbox.clear()
+        if self._handle is not None:
+            self._handle.close()  # repositories kept past the block now refuse every use
         self._repos.clear()
         if self._scope is not None:
             self._scope.discard()

@@ -30,7 +30,7 @@ import inspect
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -61,6 +61,7 @@ __all__ = [
     "get_uow",
     "install",
     "lifespan",
+    "uow_dependency",
 ]
 
 log = logging.getLogger("alpha_data.integrations.fastapi")
@@ -71,6 +72,8 @@ if "scope" not in inspect.signature(Depends).parameters:  # pragma: no cover
     )
 
 _STATE_ATTR = "alpha_data_db"
+
+U = TypeVar("U", bound=UnitOfWork)
 
 #: Machine-readable codes of the JSON error body, by HTTP status.
 ERROR_CODES: dict[int, str] = {
@@ -119,13 +122,13 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
 # -- lifespan ----------------------------------------------------------------
 
 
-def install(app: FastAPI, db: Database) -> None:
+def install(app: FastAPI, db: Database[Any]) -> None:
     """Put ``db`` on ``app.state`` (what the lifespan does; also for tests without one)."""
     setattr(app.state, _STATE_ATTR, db)
 
 
 def lifespan(
-    settings: Settings | None = None, *, database: Database | None = None
+    settings: Settings | None = None, *, database: Database[Any] | None = None
 ) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
     """A FastAPI ``lifespan`` that connects a Database at start-up and closes it at shutdown.
 
@@ -135,7 +138,7 @@ def lifespan(
 
     @asynccontextmanager
     async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
-        db = database if database is not None else Database(settings)
+        db: Database[Any] = database if database is not None else Database(settings)
         owned = database is None
         try:
             await db.connect()
@@ -150,7 +153,7 @@ def lifespan(
     return _lifespan
 
 
-def get_database(request: Request) -> Database:
+def get_database(request: Request) -> Database[Any]:
     """The application's Database (503 when the lifespan has not started it)."""
     db = getattr(request.app.state, _STATE_ATTR, None)
     if not isinstance(db, Database):
@@ -161,31 +164,51 @@ def get_database(request: Request) -> Database:
 # -- per-request unit of work --------------------------------------------------
 
 
-async def get_uow(request: Request) -> AsyncIterator[UnitOfWork]:
-    """One UnitOfWork per request: committed after a successful handler, else rolled back.
+def uow_dependency(
+    uow_class: type[U], *, read_only: bool = False
+) -> Callable[[Request], AsyncIterator[U]]:
+    """A per-request dependency yielding the app's own UnitOfWork subclass, typed as such.
 
-    Use as ``Depends(get_uow, scope="function")`` (or the ``UoW`` alias) so
-    that the commit happens before the response is sent.
+    For a Database built with ``unit_of_work_class=AppUoW``::
+
+        AppUoWDep = Annotated[AppUoW, Depends(uow_dependency(AppUoW), scope="function")]
+
+    Commits after a successful handler (unless ``read_only``), else rolls back,
+    like ``get_uow``. A Database that builds another class is a wiring bug:
+    TypeError (a 500), never a UoW of the wrong type.
     """
-    db = get_database(request)
-    async with db.unit_of_work() as uow:
-        yield uow
-        # Only reached when the handler returned normally: an exception is
-        # thrown into the generator at the yield and leaves the block, which
-        # rolls back.
-        if uow.active:
-            await uow.commit()
+
+    async def dependency(request: Request) -> AsyncIterator[U]:
+        db = get_database(request)
+        uow = db.unit_of_work(read_only=read_only)
+        if not isinstance(uow, uow_class):
+            raise TypeError(
+                f"the app's Database builds {type(uow).__name__}, not {uow_class.__name__}: "
+                f"create it with Database(settings, unit_of_work_class={uow_class.__name__})"
+            )
+        async with uow:
+            yield uow
+            # Only reached when the handler returned normally: an exception is
+            # thrown into the generator at the yield and leaves the block, which
+            # rolls back.
+            if not read_only and uow.active:
+                await uow.commit()
+
+    return dependency
+
+
+#: One UnitOfWork per request: committed after a successful handler, else rolled back.
+#: Use as ``Depends(get_uow, scope="function")`` (or the ``UoW`` alias) so that
+#: the commit happens before the response is sent.
+get_uow = uow_dependency(UnitOfWork)
 
 
 #: ``Annotated`` dependency: the request's UnitOfWork (committed before the response).
 UoW = Annotated[UnitOfWork, Depends(get_uow, scope="function")]
 
 
-async def get_read_uow(request: Request) -> AsyncIterator[UnitOfWork]:
-    """A read-only UnitOfWork for handlers that only read (nothing to commit)."""
-    db = get_database(request)
-    async with db.unit_of_work(read_only=True) as uow:
-        yield uow
+#: A read-only UnitOfWork for handlers that only read (nothing to commit).
+get_read_uow = uow_dependency(UnitOfWork, read_only=True)
 
 
 #: ``Annotated`` dependency: a read-only UnitOfWork for the request.

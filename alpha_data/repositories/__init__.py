@@ -2,6 +2,7 @@
 
 from alpha_data.repositories.alerts import AlertRepository
 from alpha_data.repositories.base import Repository
+from alpha_data.repositories.handle import SessionBound, SessionHandle
 from alpha_data.repositories.metrics import MetricPoint, MetricsRepository
 from alpha_data.repositories.pagination import Page
 from alpha_data.repositories.portfolios import PortfolioRepository
@@ -15,5 +16,7 @@ __all__ = [
     "Page",
     "PortfolioRepository",
     "Repository",
+    "SessionBound",
+    "SessionHandle",
     "UserRepository",
 ]

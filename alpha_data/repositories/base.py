@@ -6,21 +6,18 @@ import builtins
 from collections.abc import Iterable, Mapping
 from datetime import datetime
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
+from typing import Any, ClassVar, Generic, TypeVar
 
 from sqlalchemy import ColumnElement, Select, func, select, tuple_
 from sqlalchemy import Enum as SAEnum
-from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import InstrumentedAttribute
 
 from alpha_data.errors import DataLayerError, InvalidDataError, NotFoundError, translate
 from alpha_data.models.base import Base
+from alpha_data.repositories.handle import SessionBound
 from alpha_data.repositories.pagination import Page, decode_cursor, encode_cursor
 from alpha_data.repositories.rowload import bulk_insert, bulk_insert_keys, row_loader
 from alpha_data.validation import check_aware, check_money, check_text
-
-if TYPE_CHECKING:
-    from alpha_data.cache import Cache
 
 __all__ = ["MAX_PAGE_SIZE", "Repository", "check_id"]
 
@@ -39,8 +36,13 @@ def check_id(value: Any, what: str = "id") -> int:
     return value
 
 
-class Repository(Generic[ModelT]):
+class Repository(SessionBound, Generic[ModelT]):
     """CRUD, filters and keyset pagination for one mapped class, on the UoW's session.
+
+    Reach one with ``uow.repository(MyRepository)`` (the library's own are
+    ``uow.users`` etc.): one instance per unit of work, built as
+    ``cls(handle, cache=..., read_only=...)``; after the block every method
+    that touches ``self.session`` raises UnitOfWorkStateError.
 
     Filters are keyword arguments naming columns of the model (equality;
     ``None`` means IS NULL); names are checked against the mapper, never
@@ -51,13 +53,6 @@ class Repository(Generic[ModelT]):
     model: ClassVar[type[Any]]
     #: Columns a caller may order/paginate by (non-null, with ``id`` as tie-break).
     orderable: ClassVar[frozenset[str]] = frozenset({"id", "created_at", "updated_at"})
-
-    def __init__(
-        self, session: AsyncSession, *, cache: Cache | None = None, read_only: bool = False
-    ) -> None:
-        self.session = session
-        self.cache = cache
-        self.read_only = read_only
 
     # -- helpers -------------------------------------------------------------
 

@@ -51,6 +51,7 @@ from sqlalchemy.dialects.postgresql import DOUBLE_PRECISION, JSONB, aggregate_or
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from alpha_data.errors import DataLayerError, InvalidDataError, ReadOnlyError, translate
+from alpha_data.repositories.handle import SessionBound, SessionHandle
 from alpha_data.validation import check_aware, check_finite
 
 if TYPE_CHECKING:
@@ -297,7 +298,7 @@ _PARTITIONS_SQL = text(
 )
 
 
-class MetricsRepository:
+class MetricsRepository(SessionBound):
     """Metric points of one unit of work's transaction (``uow.metrics``).
 
     Reads and writes run on the unit of work's session; ``insert_many`` streams
@@ -307,10 +308,13 @@ class MetricsRepository:
     """
 
     def __init__(
-        self, session: AsyncSession, *, cache: Cache | None = None, read_only: bool = False
+        self,
+        session: SessionHandle | AsyncSession,
+        *,
+        cache: Cache | None = None,
+        read_only: bool = False,
     ) -> None:
-        self.session = session
-        self.read_only = read_only
+        super().__init__(session, read_only=read_only)
         # Metric reads are not cached: they are ranges over a moving series.
         self._known_names: set[str] = set()
         self._label_cache: dict[tuple[tuple[str, str], ...], str] = {}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
@@ -25,12 +26,15 @@ _MAX_CURSOR = 512
 
 @dataclass(frozen=True)
 class Page(Generic[T]):
-    """One page of a keyset-paginated list; pass ``next_cursor`` as ``after``."""
+    """One page of a keyset-paginated list; pass ``next_cursor`` as ``after``.
+
+    ``for item in page`` iterates ``items`` (typed ``T``); ``len(page)`` counts them.
+    """
 
     items: list[T]
     next_cursor: str | None
 
-    def __iter__(self) -> Any:
+    def __iter__(self) -> Iterator[T]:
         return iter(self.items)
 
     def __len__(self) -> int:
