@@ -26,12 +26,13 @@ from alembic import command, context
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.util import CommandError
-from sqlalchemy import MetaData, pool
+from sqlalchemy import Column, MetaData, PrimaryKeyConstraint, String, Table, pool
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from alpha_data.migrations_support.locations import (
     LIBRARY_VERSION_TABLE,
+    PACKAGED_VERSIONS,
     library_head,
     library_version_location,
     upgrade_library,
@@ -97,13 +98,15 @@ def include_object_for(tables: Iterable[str] | None = None) -> IncludeObject:
 def app_config(ini_path: str, url: str | None = None) -> Config:
     """The app's Alembic Config with the library's revisions on ``version_locations``.
 
-    Works with alpha_data installed from a wheel or from a checkout; ``url`` is
-    passed to the environment as ``config.attributes["url"]``.
+    The ini's ``alpha_data:_migrations/versions`` entry (right for a wheel
+    install) is replaced by the resolved location, so this also works with
+    alpha_data installed from a checkout; ``url`` is passed to the environment
+    as ``config.attributes["url"]``.
     """
     cfg = Config(ini_path)
     own = cfg.get_main_option("version_locations") or ""
     library = str(library_version_location())
-    kept = [loc for loc in own.split() if loc and ":" not in loc.split("/")[0]]
+    kept = [loc for loc in own.split() if loc and loc != PACKAGED_VERSIONS]
     cfg.set_main_option("path_separator", "space")
     cfg.set_main_option("version_locations", " ".join([*kept, library]))
     if url is not None:
@@ -119,8 +122,17 @@ def upgrade(app: Config, url: str, revision: str = "heads") -> None:
     command.upgrade(app, revision)
 
 
-def _sync_library(connection: Connection) -> None:
-    """Record in the app's version table where the library's own tree stands."""
+def _sync_library(connection: Connection, version_table: str) -> None:
+    """Record in the app's version table where the library's own tree stands.
+
+    The library's revisions are applied by its own tree (``alembic_version``);
+    the app's table only needs to know that they are there, so that its
+    revisions' ``depends_on`` is met without applying them a second time.
+    Alembic's ``stamp`` would move the app's branch heads that depend on the
+    library's revision, so the row is written here: added when no recorded
+    head already covers it (a head's ancestors include its dependencies),
+    replacing an older library revision recorded as a head of its own.
+    """
     library = MigrationContext.configure(
         connection, opts={"version_table": LIBRARY_VERSION_TABLE}
     ).get_current_revision()
@@ -130,7 +142,28 @@ def _sync_library(connection: Connection) -> None:
             f"alpha_data's schema is at {library or 'base'} but the installed alpha_data "
             f"needs {head}: run `alpha-data migrate` first"
         )
-    context.get_context().stamp(context.script, head)
+    script = context.script
+    heads = context.get_context().get_current_heads()
+    covered = {rev.revision for rev in script.iterate_revisions(heads, "base")} if heads else set()
+    if head in covered:
+        return
+    older = {rev.revision for rev in script.iterate_revisions(head, "base")}
+    table = _version_table(version_table)
+    table.create(connection, checkfirst=True)
+    stale = [rev for rev in heads if rev in older]
+    if stale:
+        connection.execute(table.delete().where(table.c.version_num.in_(stale)))
+    connection.execute(table.insert().values(version_num=head))
+
+
+def _version_table(name: str) -> Table:
+    """Alembic's version table layout (one ``version_num`` per branch head)."""
+    return Table(
+        name,
+        MetaData(),
+        Column("version_num", String(32), nullable=False),
+        PrimaryKeyConstraint("version_num", name=f"{name}_pkc"),
+    )
 
 
 def _url() -> str:
@@ -171,7 +204,7 @@ def run_app_migrations(
     def configure(connection: Connection) -> None:
         context.configure(connection=connection, transaction_per_migration=True, **options)
         with context.begin_transaction():
-            _sync_library(connection)
+            _sync_library(connection, version_table)
             context.run_migrations()
 
     connection = context.config.attributes.get("connection")

@@ -31,6 +31,7 @@ from alpha_data.testing.plugin import (
     redis_prefix,
     run_name,
     settings,
+    unit_of_work_class,
 )
 from alpha_data.testing.servers import TestServers, resolve_servers
 
@@ -53,4 +54,5 @@ __all__ = [
     "run_name",
     "settings",
     "truncate_all",
+    "unit_of_work_class",
 ]

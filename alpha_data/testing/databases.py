@@ -12,6 +12,7 @@ import os
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any, TypeVar
 
 import asyncpg
 from sqlalchemy import text
@@ -21,9 +22,13 @@ from sqlalchemy.engine import make_url
 from alpha_data.database import Database
 from alpha_data.models import Base
 from alpha_data.settings import Settings
+from alpha_data.uow import UnitOfWork
+
+U = TypeVar("U", bound=UnitOfWork)
 
 __all__ = [
     "METRICS_TABLE",
+    "NO_ENV_FILE",
     "create_database",
     "drop_database",
     "isolated",
@@ -31,6 +36,9 @@ __all__ = [
     "run_id",
     "truncate_all",
 ]
+
+#: Settings built here ignore any .env file of the working directory.
+NO_ENV_FILE: dict[str, Any] = {"_env_file": None}
 
 #: The time-series table (partitioned, outside the ORM metadata).
 METRICS_TABLE = "alphapulse.metrics"
@@ -76,7 +84,7 @@ def _all_tables() -> str:
 
 async def truncate_all(database_url: str) -> None:
     """Empty every table of the ORM metadata (library and app) and the metrics table."""
-    settings = Settings(database_url=database_url, redis_url="memory://", _env_file=None)
+    settings = Settings(database_url=database_url, redis_url="memory://", **NO_ENV_FILE)
     cleaner = Database(settings)
     try:
         async with cleaner.engine.begin() as conn:
@@ -86,13 +94,17 @@ async def truncate_all(database_url: str) -> None:
 
 
 @asynccontextmanager
-async def isolated(settings: Settings) -> AsyncIterator[Database]:
+async def isolated(
+    settings: Settings,
+    unit_of_work_class: type[U] = UnitOfWork,  # type: ignore[assignment]
+) -> AsyncIterator[Database[U]]:
     """A Database whose sessions all run in one outer transaction, rolled back at the end.
 
     ``uow.commit()`` commits a SAVEPOINT, so code under test behaves as in
-    production while nothing it writes outlives the test.
+    production while nothing it writes outlives the test. ``unit_of_work_class``
+    is the app's UnitOfWork subclass, if it has one.
     """
-    database = Database(settings)
+    database = Database(settings, unit_of_work_class=unit_of_work_class)
     async with database.engine.connect() as conn:
         outer = await conn.begin()
         database.use_connection(conn)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import pytest_asyncio
@@ -30,6 +31,7 @@ from alpha_data.migrations_support import app_config, upgrade, upgrade_library
 from alpha_data.security import use_password_hasher
 from alpha_data.settings import Settings
 from alpha_data.testing.databases import (
+    NO_ENV_FILE,
     create_database,
     drop_database,
     isolated,
@@ -38,6 +40,7 @@ from alpha_data.testing.databases import (
 )
 from alpha_data.testing.hashing import FAST_HASHER
 from alpha_data.testing.servers import TestServers, resolve_servers
+from alpha_data.uow import UnitOfWork
 
 __all__ = [
     "alpha_data_servers",
@@ -50,6 +53,7 @@ __all__ = [
     "redis_prefix",
     "run_name",
     "settings",
+    "unit_of_work_class",
 ]
 
 _APP_ALEMBIC = "alpha_data_app_alembic"
@@ -133,21 +137,31 @@ def settings(database_url: str, alpha_data_servers: TestServers, redis_prefix: s
         max_overflow=2,
         pool_timeout=5,
         connect_timeout=5,
-        _env_file=None,
+        **NO_ENV_FILE,
     )
 
 
+@pytest.fixture(scope="session")
+def unit_of_work_class() -> type[UnitOfWork]:
+    """The UnitOfWork class ``db`` and ``real_db`` build: override with the app's subclass."""
+    return UnitOfWork
+
+
 @pytest_asyncio.fixture
-async def db(settings: Settings) -> AsyncIterator[Database]:
+async def db(
+    settings: Settings, unit_of_work_class: type[UnitOfWork]
+) -> AsyncIterator[Database[Any]]:
     """A Database isolated by an outer transaction rolled back at the end of the test."""
-    async with isolated(settings) as database:
+    async with isolated(settings, unit_of_work_class) as database:
         yield database
 
 
 @pytest_asyncio.fixture
-async def real_db(settings: Settings) -> AsyncIterator[Database]:
+async def real_db(
+    settings: Settings, unit_of_work_class: type[UnitOfWork]
+) -> AsyncIterator[Database[Any]]:
     """A Database on its real pool (separate connections); every table truncated afterwards."""
-    database = Database(settings)
+    database = Database(settings, unit_of_work_class=unit_of_work_class)
     await database.connect()
     try:
         yield database

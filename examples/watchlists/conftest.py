@@ -1,0 +1,15 @@
+"""The app's tests run on alpha_data's pytest plugin (database per run, isolated Database, ...)."""
+
+from __future__ import annotations
+
+import pytest
+
+from watchlists import WatchlistUoW
+
+pytest_plugins = ["alpha_data.testing"]
+
+
+@pytest.fixture(scope="session")
+def unit_of_work_class() -> type[WatchlistUoW]:
+    """``db`` and ``real_db`` build the app's unit of work (``uow.watchlists``)."""
+    return WatchlistUoW

@@ -1,0 +1,13 @@
+"""Watchlists: an example application extending alpha_data with an aggregate of its own."""
+
+from watchlists.models import Watchlist
+from watchlists.repository import WATCHLIST_OWNER, WatchlistRepository
+from watchlists.uow import WatchlistUoW, make_database
+
+__all__ = [
+    "WATCHLIST_OWNER",
+    "Watchlist",
+    "WatchlistRepository",
+    "WatchlistUoW",
+    "make_database",
+]
