@@ -31,9 +31,10 @@ from alpha_data.health import ComponentHealth
 from alpha_data.observability import probes, sqlhooks
 from alpha_data.observability.stats import Counters, EventStats, PoolStats, Stats
 from alpha_data.pgbouncer import check_statement_timeout, connect_args
+from alpha_data.repositories.rules import register_rules
 from alpha_data.routing import Router, session_options
 from alpha_data.settings import Settings
-from alpha_data.uow import IsolationLevel, ReadOnlySession, UnitOfWork
+from alpha_data.uow import DataSession, IsolationLevel, ReadOnlySession, UnitOfWork
 
 if TYPE_CHECKING:
     from typing_extensions import Self
@@ -102,6 +103,7 @@ class Database(Generic[U]):
         if not (isinstance(uow_class, type) and issubclass(uow_class, UnitOfWork)):
             raise TypeError("unit_of_work_class must be a subclass of alpha_data.UnitOfWork")
         self._uow_class = cast("type[U]", unit_of_work_class)
+        register_rules()  # the library's cache tag rules (idempotent; they compose with an app's)
         self.settings = settings or Settings()
         s = self.settings
         self.engine: AsyncEngine = self._make_engine(s.database_url)
@@ -248,7 +250,7 @@ class Database(Generic[U]):
             "expire_on_commit": False,
             "join_transaction_mode": "create_savepoint",
         }
-        self._sessions = async_sessionmaker(**kw)
+        self._sessions = async_sessionmaker(**kw, sync_session_class=DataSession)
         self._read_sessions = async_sessionmaker(**kw, sync_session_class=ReadOnlySession)
         self._isolated = {
             (level, ro): self._read_sessions if ro else self._sessions

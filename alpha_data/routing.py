@@ -44,7 +44,7 @@ from sqlalchemy.orm import ORMExecuteState, Session, SessionTransaction
 
 from alpha_data.errors import TransientError, is_database_error, sqlstate_of, translate
 from alpha_data.settings import Settings
-from alpha_data.uow import ReadOnlySession
+from alpha_data.uow import DataSession, ReadOnlySession
 
 __all__ = [
     "FencingSession",
@@ -398,7 +398,7 @@ class Router:
 # -- sessions -----------------------------------------------------------------------
 
 
-class FencingSession(Session):
+class FencingSession(DataSession):
     """Session of write units of work: each commit fences replica reads (read-your-writes)."""
 
 
@@ -530,7 +530,7 @@ def session_options(
     hot standby refuses).
     """
     if router is None or not router.replicas:
-        return {"sync_session_class": ReadOnlySession if read_only else Session}
+        return {"sync_session_class": ReadOnlySession if read_only else DataSession}
     if not read_only:
         return {"sync_session_class": FencingSession, "info": {ROUTER_KEY: router}}
     if execution_options.get("isolation_level") == "SERIALIZABLE":

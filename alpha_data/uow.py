@@ -12,6 +12,7 @@ from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import ORMExecuteState, Session
 
+from alpha_data.cache import invalidation
 from alpha_data.cache.invalidation import CacheScope
 from alpha_data.errors import (
     DataLayerError,
@@ -41,7 +42,7 @@ if TYPE_CHECKING:
     from alpha_data.events import Event, EventBus
     from alpha_data.observability.stats import Counters
 
-__all__ = ["AfterCommit", "IsolationLevel", "ReadOnlySession", "UnitOfWork"]
+__all__ = ["AfterCommit", "DataSession", "IsolationLevel", "ReadOnlySession", "UnitOfWork"]
 
 log = logging.getLogger("alpha_data.uow")
 
@@ -56,7 +57,19 @@ R = TypeVar("R", bound="Repository[Any]")
 B = TypeVar("B", bound=SessionBound)
 
 
-class ReadOnlySession(Session):
+class DataSession(Session):
+    """The Session class of alpha_data's units of work (and ``db.session()``).
+
+    alpha_data's session listeners (cache invalidation, read-only, routing)
+    are bound to this class and its subclasses only, so Sessions a host
+    application creates in the same process never run them.
+    """
+
+
+invalidation.listen(DataSession)
+
+
+class ReadOnlySession(DataSession):
     """A Session that refuses to flush changes or run INSERT/UPDATE/DELETE."""
 
 

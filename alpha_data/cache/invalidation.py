@@ -1,13 +1,18 @@
 """What a unit of work dirtied, recorded as tags and delivered after its commit.
 
 A ``CacheScope`` is bound to one session (``session.info``). Two session
-listeners fill it:
+listeners fill it, installed with ``listen(session_class)`` on alpha_data's
+own session class only (``alpha_data.uow.DataSession`` and its subclasses):
+a host application's Sessions never run them.
 
 * ``after_flush``: every inserted, updated or deleted ORM object adds the
   tags its model declared with ``invalidated_by`` (old and new values of
   the tagged columns); a model without a declaration adds its table epoch.
 * ``do_orm_execute``: a Core INSERT/UPDATE/DELETE adds the tags passed with
   ``invalidates(stmt, Model, ...)``, or else its table epoch.
+
+Both also add the tags of rows PostgreSQL deletes or re-keys itself through
+ON DELETE/UPDATE CASCADE or SET NULL (``alpha_data.cache.cascade``).
 
 Repositories that learn which rows changed only from RETURNING call
 ``invalidate(session, Model, ...)``. The unit of work delivers the tags
@@ -25,6 +30,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import ORMExecuteState, PassiveFlag, Session
 from sqlalchemy.orm.attributes import get_history, instance_state
 
+from alpha_data.cache.cascade import cascade_tags, cascades
 from alpha_data.cache.tags import epoch, row_tags, table_is_cached
 
 if TYPE_CHECKING:
@@ -37,6 +43,7 @@ __all__ = [
     "CacheScope",
     "invalidate",
     "invalidates",
+    "listen",
     "reads_replica",
     "scope_of",
 ]
@@ -120,8 +127,12 @@ def invalidates(statement: S, model: type[Any], **values: Any) -> S:
     return marked
 
 
-def _object_tags(obj: Any) -> list[str]:
-    """Tags of a flushed object, from its current and (for updates) previous values."""
+def _object_tags(obj: Any, deleted: bool) -> list[str]:
+    """Tags of a flushed object, from its current and (for updates) previous values.
+
+    With the tags of the rows PostgreSQL changes through its foreign keys:
+    all of them for a deleted object, those whose key changed for an update.
+    """
     state: Any = instance_state(obj)
     mapper = state.mapper
     loaded = state.dict
@@ -140,20 +151,50 @@ def _object_tags(obj: Any) -> list[str]:
             found.extend(history.deleted)
         return found or None
 
-    return row_tags(mapper.class_, values)
+    model = mapper.class_
+    tags = row_tags(model, values)
+    if deleted:
+        tags += cascade_tags(model, values, "delete")
+    elif state.key is not None and _rekeyed(obj, model):
+        tags += cascade_tags(model, values, "update")
+    return tags
 
 
-@event.listens_for(Session, "after_flush")
+def _rekeyed(obj: Any, model: type[Any]) -> bool:
+    """True if an updated object changed a column that cascading foreign keys refer to."""
+    for cascade in cascades(model, "update"):
+        if not cascade.pairs:
+            return True  # an unmapped child table: cannot tell which key it uses
+        for _, parent_key in cascade.pairs:
+            if get_history(obj, parent_key, passive=PassiveFlag.PASSIVE_NO_INITIALIZE).deleted:
+                return True
+    return False
+
+
+def listen(session_class: type[Session]) -> None:
+    """Record cache invalidations in sessions of ``session_class`` (and its subclasses).
+
+    alpha_data calls it for its own session class; never pass SQLAlchemy's
+    ``Session`` (that would run these listeners in every Session of the process).
+    """
+    if session_class is Session:
+        raise ValueError("bind the cache listeners to a Session subclass, never Session itself")
+    for name, fn in (("after_flush", _record_flush), ("do_orm_execute", _on_execute)):
+        if not event.contains(session_class, name, fn):
+            event.listen(session_class, name, fn)
+
+
 def _record_flush(session: Session, flush_context: Any) -> None:
     scope = session.info.get(SCOPE_KEY)
     if scope is None:
         return
-    for collection in (session.new, session.dirty, session.deleted):
+    for collection in (session.new, session.dirty):
         for obj in collection:
-            scope.record(_object_tags(obj))
+            scope.record(_object_tags(obj, deleted=False))
+    for obj in session.deleted:
+        scope.record(_object_tags(obj, deleted=True))
 
 
-@event.listens_for(Session, "do_orm_execute")
 def _on_execute(state: ORMExecuteState) -> None:
     """SELECTs of a cached read's miss refresh what the session holds; DML records tags."""
     if state.is_select:
@@ -168,11 +209,33 @@ def _on_execute(state: ORMExecuteState) -> None:
     declared = state.execution_options.get(_OPTION)
     if declared is not None:
         model, values = declared
+        lookup = {k: (v,) for k, v in values}.get
         if values:
-            scope.record(row_tags(model, {k: (v,) for k, v in values}.get))
+            scope.record(row_tags(model, lookup))
+        if not state.is_insert:  # rows referring to these may go or change with them
+            scope.record(cascade_tags(model, lookup, "delete" if state.is_delete else "update"))
         return
-    table = getattr(getattr(state.statement, "table", None), "name", None)
+    target = getattr(state.statement, "table", None)
+    table = getattr(target, "name", None)
     if table is None:
         raise TypeError("cannot tell which table this statement writes; mark it with invalidates()")
     if table_is_cached(str(table)):
         scope.record([epoch(str(table))])
+    model = _mapped_class(state, target)
+    if model is not None and not state.is_insert:
+        scope.record(cascade_tags(model, _unknown, "delete" if state.is_delete else "update"))
+
+
+def _unknown(name: str) -> None:
+    return None
+
+
+def _mapped_class(state: ORMExecuteState, table: Any) -> type[Any] | None:
+    """The ORM class a DML statement targets, if it names one."""
+    mapper = state.bind_mapper
+    if mapper is None:
+        return None
+    local: Any = mapper.local_table  # the statement holds an annotated copy of the table
+    if (local.name, local.schema) == (table.name, getattr(table, "schema", None)):
+        return mapper.class_
+    return None

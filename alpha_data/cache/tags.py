@@ -13,6 +13,10 @@ next to the repository that owns the rows::
 
 Models with no ``invalidated_by`` declaration are covered by their table
 epoch: any write to them invalidates every cached read of their table.
+Declarations compose: each ``invalidated_by`` adds its specs to the model's
+rule (an application adding a cached read over ``User`` keeps the library's
+``User`` tags). The library declares its own rules when a ``Database`` is
+built (``alpha_data.repositories.rules.register_rules``), not on import.
 """
 
 from __future__ import annotations
@@ -121,11 +125,17 @@ _registry = _Registry()
 
 
 def invalidated_by(model: type[Any], *specs: TagSpec | str) -> None:
-    """Declare the tags a row of ``model`` dirties (none: no cached read uses it).
+    """Add to the tags a row of ``model`` dirties (none given: no cached read uses it yet).
 
-    A plain string is a constant tag (``"alerts:open"``).
+    A plain string is a constant tag (``"alerts:open"``). Rules compose:
+    specs declared earlier (by the library or another module) stay, and
+    declaring the same spec again changes nothing.
     """
-    rule = RowRule(tuple(as_spec(s) for s in specs))
+    added = tuple(as_spec(s) for s in specs)
+    known = _registry.rules.get(model)
+    merged = known.specs if known is not None else ()
+    merged += tuple(dict.fromkeys(s for s in added if s not in merged))
+    rule = RowRule(merged)
     _registry.rules[model] = rule
     _registry.tables[table_name(model)] = rule
 

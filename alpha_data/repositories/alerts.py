@@ -4,16 +4,15 @@ from __future__ import annotations
 
 from sqlalchemy import func, select
 
-from alpha_data.cache import cached, invalidated_by
+from alpha_data.cache import cached
 from alpha_data.errors import InvalidDataError
 from alpha_data.models import Alert, Severity
 from alpha_data.repositories.base import Repository
 
 __all__ = ["OPEN_ALERTS", "AlertRepository"]
 
-# Every write of an alert can change what list_open returns (see alpha_data.cache.tags).
+# Every write of an alert can change what list_open returns (alpha_data.repositories.rules).
 OPEN_ALERTS = "alerts:open"
-invalidated_by(Alert, OPEN_ALERTS)
 
 
 class AlertRepository(Repository[Alert]):

@@ -12,7 +12,7 @@ from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import selectinload
 from sqlalchemy.orm.attributes import set_committed_value
 
-from alpha_data.cache import TagSpec, cached, invalidated_by, invalidates
+from alpha_data.cache import TagSpec, cached, invalidates
 from alpha_data.errors import InvalidDataError, translate
 from alpha_data.models import Portfolio, Position, Trade
 from alpha_data.repositories.base import Repository, check_id
@@ -24,11 +24,8 @@ __all__ = ["PORTFOLIO_ID", "PortfolioRepository"]
 
 _HELD: Any = object()  # the session already holds an object of the read
 
-# Cached reads of portfolios and the rows that invalidate them (see alpha_data.cache.tags).
+# Cached reads of portfolios (rows → tags: alpha_data.repositories.rules).
 PORTFOLIO_ID = TagSpec("portfolios", "id")
-invalidated_by(Portfolio, PORTFOLIO_ID)
-invalidated_by(Position, PORTFOLIO_ID.of("portfolio_id"))
-invalidated_by(Trade)  # no cached read returns trades
 
 
 class _TradePages(Repository[Trade]):

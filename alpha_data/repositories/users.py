@@ -7,7 +7,7 @@ from typing import Any
 
 from sqlalchemy import func, select, update
 
-from alpha_data.cache import TagSpec, cached, invalidate, invalidated_by, invalidates
+from alpha_data.cache import TagSpec, cached, invalidate, invalidates
 from alpha_data.cache.keys import Unkeyable
 from alpha_data.errors import InvalidDataError, NotFoundError
 from alpha_data.models import ApiKey, User
@@ -23,12 +23,10 @@ def _email_key(email: Any) -> str:
     return email.lower()
 
 
-# Cached reads of users and the rows that invalidate them (see alpha_data.cache.tags).
+# Cached reads of users (rows → tags: alpha_data.repositories.rules).
 USER_ID = TagSpec("users", "id")
 USER_NAME = TagSpec("users", "username")
 USER_EMAIL = TagSpec("users", "email", normalize=_email_key)
-invalidated_by(User, USER_ID, USER_NAME, USER_EMAIL)
-invalidated_by(ApiKey)  # no cached read returns API keys
 
 
 class UserRepository(Repository[User]):
