@@ -13,11 +13,19 @@ from sqlalchemy import select
 
 from watchlists.models import MAX_NAME_LENGTH, MAX_SYMBOLS, Watchlist
 
-__all__ = ["WATCHLIST_OWNER", "WatchlistRepository"]
+__all__ = ["WATCHLIST_OWNER", "WatchlistRepository", "register_rules"]
 
 #: Cached reads keyed by the owner; a written watchlist row dirties its owner's tag.
 WATCHLIST_OWNER = TagSpec("watchlists", "user_id")
-invalidated_by(Watchlist, WATCHLIST_OWNER)
+
+
+def register_rules() -> None:
+    """Declare which cached reads a written Watchlist dirties (idempotent; ``make_database``).
+
+    Rows PostgreSQL deletes with their user (ON DELETE CASCADE) need nothing
+    here: alpha_data derives those invalidations from the foreign key.
+    """
+    invalidated_by(Watchlist, WATCHLIST_OWNER)
 
 
 def _symbols(values: Iterable[str]) -> list[str]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from alpha_data import Database, Settings, UnitOfWork
 
-from watchlists.repository import WatchlistRepository
+from watchlists.repository import WatchlistRepository, register_rules
 
 __all__ = ["WatchlistUoW", "make_database"]
 
@@ -19,5 +19,6 @@ class WatchlistUoW(UnitOfWork):
 
 
 def make_database(settings: Settings | None = None) -> Database[WatchlistUoW]:
-    """The app's Database: its units of work are WatchlistUoWs."""
+    """The app's Database: its units of work are WatchlistUoWs; the app's cache rules declared."""
+    register_rules()
     return Database(settings, unit_of_work_class=WatchlistUoW)
