@@ -41,9 +41,10 @@ if TYPE_CHECKING:
     from typing_extensions import TypeVar as DefaultTypeVar
 
     #: The unit-of-work class a Database builds (``UnitOfWork`` unless the app passes its own).
-    U = DefaultTypeVar("U", bound=UnitOfWork, default=UnitOfWork)
+    #: Covariant: a ``Database[AppUoW]`` is a ``Database`` to the library's services.
+    U = DefaultTypeVar("U", bound=UnitOfWork, covariant=True, default=UnitOfWork)
 else:  # no runtime dependency on typing_extensions; only type checkers read the default
-    U = TypeVar("U", bound=UnitOfWork)
+    U = TypeVar("U", bound=UnitOfWork, covariant=True)
 
 __all__ = ["ComponentHealth", "Database", "Health", "Stats"]
 

@@ -19,13 +19,14 @@ from alpha_data.errors import UnitOfWorkStateError
 from alpha_data.models import User
 from alpha_data.repositories import MetricsRepository, Page, UserRepository
 from alpha_data.uow import ReadOnlySession
-from tests.factories import UserFactory
+from tests.factories import PortfolioFactory, UserFactory
 from tests.typed_app.app import (
     AppUoW,
     NamedUsers,
     build_app,
     count_in_run,
     library_only,
+    library_service,
     make_database,
     read_with_context_managers,
 )
@@ -166,6 +167,11 @@ async def test_database_builds_the_apps_unit_of_work(settings: Settings) -> None
 
         await db.run(record)
         assert calls == [AppUoW]
+        # The library's services accept the app's Database.
+        async with db.unit_of_work() as uow:
+            portfolio = await uow.portfolios.add(PortfolioFactory.build())
+            await uow.commit()
+        assert await library_service(db, portfolio.id) is True
 
 
 async def test_context_managers_and_plain_database(real_db: Database, settings: Settings) -> None:

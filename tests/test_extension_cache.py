@@ -10,9 +10,6 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
-import pytest
 from sqlalchemy import ForeignKey, Integer, String, delete, event, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
@@ -27,7 +24,6 @@ from alpha_data.repositories import Repository
 from alpha_data.repositories.users import USER_EMAIL, USER_ID, USER_NAME
 from alpha_data.uow import DataSession
 from tests.factories import ApiKeyFactory, UserFactory
-from tests.support import isolated
 
 # -- an application's cached reads over the library's models -------------------------
 
@@ -61,12 +57,6 @@ class UsersByRole(Repository[User]):
 # when a Database is built: the order must not matter.
 invalidated_by(ApiKey, KEYS_OF_USER.of("user_id"))
 invalidated_by(User, USERS_BY_ROLE)
-
-
-@pytest.fixture
-async def db(settings: Settings) -> AsyncIterator[Database]:
-    async with isolated(settings) as database:
-        yield database
 
 
 async def key_names(db: Database, user_id: int) -> list[str]:

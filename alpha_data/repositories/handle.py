@@ -80,4 +80,7 @@ class SessionBound:
     @property
     def session(self) -> AsyncSession:
         """The unit of work's session; UnitOfWorkStateError after its block ended."""
-        return self._handle.session
+        session = self._handle._session  # one lookup on the hot path (same module)
+        if session is None:
+            raise UnitOfWorkStateError(_ENDED)
+        return session

@@ -20,6 +20,7 @@ from alpha_data import Database, Settings, UnitOfWork
 from alpha_data.integrations.fastapi import UoW, lifespan, uow_dependency
 from alpha_data.models import User
 from alpha_data.repositories import Page, Repository, UserRepository
+from alpha_data.services import get_cached_portfolio
 
 
 class NamedUsers(Repository[User]):
@@ -86,6 +87,11 @@ async def library_only(settings: Settings) -> int:
         async with db.unit_of_work() as uow:
             assert_type(uow, UnitOfWork)
             return await uow.users.count()
+
+
+async def library_service(db: Database[AppUoW], portfolio_id: int) -> bool:
+    """The library's services take the app's Database (covariant in its unit of work)."""
+    return await get_cached_portfolio(db, portfolio_id) is not None
 
 
 #: The FastAPI dependency typed as the app's unit of work.
