@@ -84,7 +84,7 @@ def session_log() -> Iterator[SessionLog]:
 
 @pytest.fixture(scope="package", autouse=True)
 async def _secret_audit(
-    session_log: SessionLog, run_name: str, _redis_cleanup: None
+    session_log: SessionLog, run_name: str, _alpha_data_redis_cleanup: None
 ) -> AsyncIterator[None]:
     """Spans the package's tests; at the end no registered secret may be in a log or in Redis."""
     yield
