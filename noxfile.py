@@ -9,6 +9,9 @@ non-default ``deps-latest`` session takes the newest releases on purpose.
 from __future__ import annotations
 
 import os
+import uuid
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import nox
 
@@ -24,6 +27,7 @@ nox.options.sessions = [
     "fuzz",
     "scaleout",
     "bench-smoke",
+    "extension",
 ]
 
 PYTHONS = ["3.10", "3.11", "3.12", "3.13"]
@@ -117,3 +121,46 @@ def deps_latest(session: nox.Session) -> None:
     session.run("ruff", "format", "--check", ".")
     session.run("mypy", "alpha_data")
     session.run("pytest", "-q", "-p", "no:cacheprovider", *DEFAULT_TESTS, *session.posargs)
+
+
+@nox.session(python="3.12")
+def extension(session: nox.Session) -> None:
+    """examples/watchlists on alpha_data's wheel: migrate, ``alembic check``, tests, mypy.
+
+    Both packages are installed from wheels (not editable) and the migrations
+    run from a directory outside the repository, so only what the wheels carry
+    is used: alpha_data's packaged revisions, then the app's, which depend on them.
+    """
+    root = Path(__file__).resolve().parent
+    app = root / "examples" / "watchlists"
+    dist = Path(session.create_tmp()).resolve() / "dist"
+    session.run("uv", "build", "--wheel", "-q", "-o", str(dist), str(root), external=True)
+    wheel = max(dist.glob("alpha_data-*.whl"), key=lambda p: p.stat().st_mtime)
+    install(
+        session,
+        f"alpha_data[web,test] @ {wheel.as_uri()}",
+        f"{app}[test]",
+        *("--reinstall-package", "alpha_data", "--reinstall-package", "watchlists"),
+    )
+    server = os.environ.get(
+        "ALPHA_DATA_TEST_SERVER_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres"
+    )
+    env = {
+        "ALPHA_DATA_DATABASE_URL": urlunsplit(
+            urlsplit(server)._replace(path=f"/alpha_extension_{uuid.uuid4().hex[:10]}")
+        ),
+        "ALPHA_DATA_REDIS_URL": os.environ.get(
+            "ALPHA_DATA_TEST_REDIS_URL", "redis://127.0.0.1:6379/15"
+        ),
+    }
+    session.chdir(session.create_tmp())  # nothing of the checkout on the path
+    session.run("alpha-data", "db", "create", env=env)
+    try:
+        session.run("alpha-data", "migrate", env=env)
+        session.run("alembic", "-c", str(app / "alembic.ini"), "upgrade", "heads", env=env)
+        session.run("alembic", "-c", str(app / "alembic.ini"), "check", env=env)
+    finally:
+        session.run("alpha-data", "db", "drop", "--yes", env=env)
+    session.chdir(app)
+    session.run("pytest", "-q", "-p", "no:cacheprovider", *session.posargs)
+    session.run("mypy", "--strict")

@@ -30,6 +30,7 @@ from alpha_data.models import Portfolio, Role, Severity, User
 from alpha_data.repositories.pagination import Page
 from alpha_data.repositories.portfolios import PortfolioRepository
 from alpha_data.repositories.users import USER_ID, UserRepository
+from alpha_data.testing import truncate_all
 from tests.factories import (
     FAKE_HASH,
     AlertFactory,
@@ -37,7 +38,7 @@ from tests.factories import (
     PositionFactory,
     UserFactory,
 )
-from tests.support import ALL_TABLES, REDIS_URL, count_statements, isolated
+from tests.support import REDIS_URL, count_statements, isolated
 
 T = TypeVar("T")
 
@@ -63,11 +64,7 @@ async def real_any(request: pytest.FixtureRequest, settings: Settings) -> AsyncI
         yield database
     finally:
         await database.close()
-        cleaner = Database(settings)
-        async with cleaner.engine.begin() as conn:
-            tables = ", ".join(t for t in ALL_TABLES if "." not in t)
-            await conn.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
-        await cleaner.close()
+        await truncate_all(settings.database_url)
 
 
 class Reads:

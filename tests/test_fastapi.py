@@ -9,7 +9,6 @@ from decimal import Decimal
 
 import httpx
 import pytest
-from argon2 import PasswordHasher
 from fastapi import FastAPI, HTTPException
 from sqlalchemy import func, select
 
@@ -24,19 +23,11 @@ from alpha_data.integrations.fastapi import (
 )
 from alpha_data.models import User
 from alpha_data.repositories import MetricsRepository
-from alpha_data.security import use_password_hasher
 from alpha_data.services import create_user
 from examples.api import create_app
 from tests.factories import FAKE_HASH
 
-FAST = PasswordHasher(time_cost=1, memory_cost=8, parallelism=1)
 PASSWORD = "correct horse battery"
-
-
-@pytest.fixture(autouse=True)
-def fast_hasher():
-    with use_password_hasher(FAST) as hasher:
-        yield hasher
 
 
 @contextlib.asynccontextmanager

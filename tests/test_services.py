@@ -38,16 +38,11 @@ from alpha_data.services import (
     record_trade,
     weighted_entry_price,
 )
+from alpha_data.testing import FAST_HASHER
 from tests.support import count_statements
 
-FAST = PasswordHasher(time_cost=1, memory_cost=8, parallelism=1)
+FAST = FAST_HASHER  # the plugin's fast_hasher fixture installs it for every test
 PASSWORD = "correct horse battery"
-
-
-@pytest.fixture(autouse=True)
-def fast_hasher():
-    with use_password_hasher(FAST) as hasher:
-        yield hasher
 
 
 async def new_user(db, username="ana", **kw):

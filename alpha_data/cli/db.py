@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -17,14 +16,13 @@ from sqlalchemy.engine import make_url
 from alpha_data.cli.common import console, load_settings, run
 from alpha_data.database import Database, Health
 from alpha_data.errors import DatabaseUnavailableError
+from alpha_data.migrations_support import library_config
 from alpha_data.settings import Settings
 from alpha_data.urls import database_name, server_address
 
 __all__ = ["db_app", "register"]
 
 db_app = typer.Typer(help="Create or drop the configured database.", no_args_is_help=True)
-
-_MIGRATIONS = Path(__file__).resolve().parent.parent.parent / "migrations"
 
 
 def _server_and_name(settings: Settings) -> tuple[str, str]:
@@ -75,13 +73,8 @@ async def drop_database(settings: Settings) -> bool:
 
 
 def alembic_config(settings: Settings) -> Config:
-    """Alembic config pointing at the packaged migrations and the configured URL."""
-    root = _MIGRATIONS.parent
-    cfg = Config(str(root / "alembic.ini"))
-    cfg.set_main_option("script_location", str(_MIGRATIONS))
-    cfg.attributes["url"] = settings.database_url
-    cfg.attributes["configure_logger"] = False
-    return cfg
+    """Alembic config for the library's migrations (packaged or the checkout's) and the URL."""
+    return library_config(settings.database_url)
 
 
 @db_app.command("create")

@@ -7,11 +7,12 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any, ClassVar
 
-from sqlalchemy import BigInteger, DateTime, Identity, MetaData, Numeric, String, func
+from sqlalchemy import BigInteger, DateTime, Identity, MetaData, Numeric, String, Table, func
 from sqlalchemy import Enum as SAEnum
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.schema import FetchedValue
 
+from alpha_data.models.triggers import listen_for_create
 from alpha_data.schema_names import NAMING_CONVENTION
 
 __all__ = ["Base", "Money", "StrEnum", "TimestampedIdMixin", "enum_column", "metadata"]
@@ -71,9 +72,24 @@ class Base(DeclarativeBase):
 class TimestampedIdMixin:
     """``id`` (BigInteger identity) plus ``created_at``/``updated_at`` set by PostgreSQL.
 
-    ``updated_at`` is maintained by a ``BEFORE UPDATE`` trigger (see the
-    migrations), so Core statements bump it too.
+    ``updated_at`` is maintained by a ``BEFORE UPDATE`` trigger (see
+    :mod:`alpha_data.models.triggers`), so Core statements bump it too. A class
+    using the mixin (list it before ``Base``) gets ``eager_defaults=True`` merged
+    into its ``__mapper_args__`` (a flush reads ``updated_at`` back with
+    RETURNING, so reading it after an update needs no lazy load, which async
+    code cannot do) and its table gets the trigger on ``metadata.create_all``.
+    Migrations add it with ``alpha_data.migrations_support.create_updated_at_trigger``.
     """
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        declared = cls.__dict__.get("__mapper_args__")
+        if declared is None or isinstance(declared, dict):
+            merged = {"eager_defaults": True, **(declared or {})}
+            type.__setattr__(cls, "__mapper_args__", merged)
+        super().__init_subclass__(**kwargs)
+        table = cls.__dict__.get("__table__")
+        if isinstance(table, Table):
+            listen_for_create(table)
 
     id: Mapped[int] = mapped_column(
         BigInteger, Identity(always=False), primary_key=True, sort_order=-10

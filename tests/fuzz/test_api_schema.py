@@ -16,7 +16,6 @@ from typing import Any
 import httpx
 import pytest
 import schemathesis
-from argon2 import PasswordHasher
 from hypothesis import HealthCheck, settings
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import response_schema_conformance
@@ -25,14 +24,13 @@ from alpha_data import Database, Settings
 from alpha_data.integrations.fastapi import ERROR_CODES
 from alpha_data.security import set_password_hasher
 from alpha_data.services import create_user, issue_api_key
+from alpha_data.testing import FAST_HASHER
 from examples.api import app as example_app
 from examples.api import create_app
 from tests.support import ALL_TABLES, REDIS_URL
 
 #: What examples/api.py says about itself: the schema every request is generated from.
 schema = schemathesis.openapi.from_dict(example_app.openapi())
-
-FAST = PasswordHasher(time_cost=1, memory_cost=8, parallelism=1)
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +50,7 @@ def fuzz_settings(database_url: str, run_name: str) -> Settings:
 @pytest.fixture(scope="module", autouse=True)
 def _fast_hashing() -> Iterator[None]:
     """Sign-ups and logins hash passwords: cheap parameters keep the run short."""
-    previous = set_password_hasher(FAST)
+    previous = set_password_hasher(FAST_HASHER)
     try:
         yield
     finally:

@@ -8,7 +8,7 @@
   under the run's prefix, is searched for the secrets the tests registered
   (passwords, API keys and their secrets, password and key hashes, URL
   passwords); a hit fails the run (as an error in the last test's teardown).
-* Argon2 with tiny parameters for every test (the suite tests behaviour).
+* Argon2 with tiny parameters for every test: the plugin's ``fast_hasher``.
 """
 
 from __future__ import annotations
@@ -20,9 +20,7 @@ from typing import Any
 import pytest
 import redis.asyncio as redis_asyncio
 
-from alpha_data.security import use_password_hasher
 from tests.reliability.tools import (
-    FAST_HASHER,
     SECRETS,
     STORED_FORMS,
     TALLY,
@@ -86,7 +84,7 @@ def session_log() -> Iterator[SessionLog]:
 
 @pytest.fixture(scope="package", autouse=True)
 async def _secret_audit(
-    session_log: SessionLog, run_name: str, _redis_cleanup: None
+    session_log: SessionLog, run_name: str, _alpha_data_redis_cleanup: None
 ) -> AsyncIterator[None]:
     """Spans the package's tests; at the end no registered secret may be in a log or in Redis."""
     yield
@@ -115,12 +113,6 @@ async def _secret_audit(
 @pytest.fixture
 def tally() -> Tally:
     return TALLY
-
-
-@pytest.fixture(autouse=True)
-def _fast_hasher() -> Iterator[None]:
-    with use_password_hasher(FAST_HASHER):
-        yield
 
 
 @pytest.fixture

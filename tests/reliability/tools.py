@@ -20,17 +20,16 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import asyncpg
-from argon2 import PasswordHasher
 from sqlalchemy import event, text
 from sqlalchemy.engine import make_url
 
-from alpha_data import Database
+from alpha_data import Database, testing
 from tests.support import ALL_TABLES, REDIS_URL, SERVER_URL
 
 T = TypeVar("T")
 
 #: argon2id with tiny parameters: the suite tests behaviour, not the hash's cost.
-FAST_HASHER = PasswordHasher(time_cost=1, memory_cost=8, parallelism=1)
+FAST_HASHER = testing.FAST_HASHER
 
 
 # -- tallies --------------------------------------------------------------------------
@@ -274,9 +273,8 @@ async def rows_seen_by(db: Database) -> dict[str, int]:
     return {k: int(v) for k, v in row._mapping.items()}
 
 
-async def truncate_all(url: str) -> None:
-    async with admin_connection(url) as conn:
-        await conn.execute(f"TRUNCATE {', '.join(ALL_TABLES)} RESTART IDENTITY CASCADE")
+#: Empties every table (alpha_data.testing's, shared with the ``real_db`` fixture).
+truncate_all = testing.truncate_all
 
 
 def pool_checked_out(db: Database) -> int:

@@ -25,10 +25,10 @@ from typing import Any
 import asyncpg
 import pytest
 import redis.asyncio as redis_asyncio
-from argon2 import PasswordHasher
 
 from alpha_data import Database, Settings
 from alpha_data.security import use_password_hasher
+from alpha_data.testing import FAST_HASHER
 from tests.scaleout.components import (
     Components,
     PgBouncer,
@@ -44,7 +44,6 @@ from tests.support import migrate
 HERE = Path(__file__).resolve().parent
 DATABASE = "alpha_scaleout"
 SERVICE = "alpha"
-FAST_HASHER = PasswordHasher(time_cost=1, memory_cost=8, parallelism=1)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -2,29 +2,16 @@
 
 Nothing here (or in the tests below this directory) asks for the top-level
 ``db``/``settings``/``database_url`` fixtures, so ``pytest tests/unit`` runs on a
-machine without servers. Each fixture the unit tests share is defined once here.
+machine without servers.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from argon2 import PasswordHasher
 
-from alpha_data.security import use_password_hasher
-
-#: argon2id with the smallest parameters: fast tests, same code path.
-FAST_HASHER = PasswordHasher(time_cost=1, memory_cost=8, parallelism=1)
-
-
-@pytest.fixture
-def fast_hasher() -> Iterator[PasswordHasher]:
-    """The fast hasher installed for the duration of one test."""
-    with use_password_hasher(FAST_HASHER) as hasher:
-        yield hasher
-
+# The fast password hasher comes from alpha_data.testing (autouse, no servers).
 
 _HERE = Path(__file__).parent
 

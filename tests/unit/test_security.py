@@ -33,9 +33,6 @@ OTHER_FAST = PasswordHasher(time_cost=2, memory_cost=16, parallelism=1)
 GOOD = "correct horse battery"
 
 
-pytestmark = pytest.mark.usefixtures("fast_hasher")  # tests/unit/conftest.py
-
-
 # -- password policy ------------------------------------------------------------
 
 
