@@ -19,11 +19,31 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 ROOT = Path(__file__).resolve().parent.parent
 
-#: The server the tests run against (a database per run is created on it).
-SERVER_URL = os.environ.get(
-    "ALPHA_DATA_TEST_SERVER_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres"
-)
-REDIS_URL = os.environ.get("ALPHA_DATA_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+_DEFAULT_SERVER_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres"
+
+
+def _test_servers() -> tuple[str, str]:
+    """The test server and Redis: configured, the default one, or the embedded pair.
+
+    The embedded servers (alpha_data.embedded) are used when ALPHA_DATA_TEST_EMBEDDED=1, or
+    when no ALPHA_DATA_TEST_SERVER_URL is set and nothing answers at the default URL.
+    """
+    server = os.environ.get("ALPHA_DATA_TEST_SERVER_URL")
+    redis_url = os.environ.get("ALPHA_DATA_TEST_REDIS_URL")
+    forced = os.environ.get("ALPHA_DATA_TEST_EMBEDDED") == "1"
+    if not forced:
+        from alpha_data.embedded import server_answers
+
+        if server is not None or server_answers(_DEFAULT_SERVER_URL):
+            return server or _DEFAULT_SERVER_URL, redis_url or "redis://127.0.0.1:6379/15"
+    from alpha_data.embedded import ensure_servers
+
+    embedded = ensure_servers()
+    return embedded.server_url, redis_url or embedded.redis_url.replace("db=0", "db=15")
+
+
+#: The server the tests run against (a database per run is created on it), and Redis.
+SERVER_URL, REDIS_URL = _test_servers()
 
 ALL_TABLES = (
     "trades",
