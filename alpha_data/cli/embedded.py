@@ -60,7 +60,8 @@ def start_embedded() -> EmbeddedServers:
 
 def switch_to_embedded(settings: Settings, reason: str) -> tuple[Settings, EmbeddedServers]:
     """Say why (one line), start the embedded servers and return settings pointing at them."""
-    err_console.print(f"[yellow]{reason}: using the embedded servers[/]", highlight=False)
+    if reason:
+        err_console.print(f"[yellow]{reason}: using the embedded servers[/]", highlight=False)
     servers = start_embedded()
     err_console.print(describe(servers), highlight=False)
     return embedded_settings(settings, servers.database_url, servers.redis_url), servers

@@ -20,9 +20,12 @@ EMBEDDED_ENV = "ALPHA_DATA_EMBEDDED"
 
 
 def wants_embedded(settings: Settings) -> str | None:
-    """Why the embedded servers should be used for ``settings``, or None to use them as is."""
+    """Why the embedded servers should be used for ``settings``, or None to use them as is.
+
+    An empty reason: they were asked for (``ALPHA_DATA_EMBEDDED=1``, ``demo --embedded``).
+    """
     if os.environ.get(EMBEDDED_ENV, "").lower() in ("1", "true", "yes"):
-        return f"{EMBEDDED_ENV}=1"
+        return ""
     if "database_url" in settings.model_fields_set or server_answers(settings.database_url):
         return None
     parts = urlsplit(settings.database_url)
