@@ -244,10 +244,12 @@ async def test_redis_streams_consumer_groups_and_autoclaim(servers: EmbeddedServ
         await client.aclose()
 
 
-def test_suite_runs_on_the_embedded_server_when_asked() -> None:
-    """Under ALPHA_DATA_TEST_EMBEDDED=1 (the nox session) the fixtures use the embedded pair."""
-    if os.environ.get("ALPHA_DATA_TEST_EMBEDDED") != "1":
-        pytest.skip("only meaningful in the `embedded` nox session")
+def test_suite_runs_on_the_embedded_servers_when_nothing_else_can() -> None:
+    """No test server configured and none answering (the nox session): the embedded pair."""
+    forced = os.environ.get("ALPHA_DATA_TEST_EMBEDDED") == "1"
+    configured = os.environ.get("ALPHA_DATA_TEST_SERVER_URL")
+    if not forced and (configured or server_answers("postgresql://127.0.0.1:5432/postgres")):
+        pytest.skip("a test server is configured or answers: the fixtures use it")
     from tests.support import REDIS_URL, SERVER_URL
 
     assert ensure_servers().server_url == SERVER_URL
