@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import io
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -158,6 +159,27 @@ def test_racing_processes_share_one_server_and_redo_a_half_done_initdb(tmp_path:
 def test_sockets_are_private_to_the_owner(servers: EmbeddedServers) -> None:
     socket_dir = Path(make_url(servers.server_url).query["host"])  # type: ignore[arg-type]
     assert socket_dir.stat().st_mode & 0o777 == 0o700
+
+
+def test_cli_status_env_and_stop(servers: EmbeddedServers, monkeypatch: pytest.MonkeyPatch) -> None:
+    from typer.testing import CliRunner
+
+    from alpha_data.cli import app
+
+    monkeypatch.setenv("ALPHA_DATA_EMBEDDED_DIR", str(servers.data_dir))
+    runner = CliRunner()
+    status = runner.invoke(app, ["embedded", "status"])
+    assert status.exit_code == 0, status.output
+    assert "postgresql: running (pid" in status.output
+    assert "redis: running (pid" in status.output
+    printed = runner.invoke(app, ["embedded", "env"])
+    lines = dict(line.split("=", 1) for line in printed.output.splitlines())
+    assert shlex.split(lines["ALPHA_DATA_DATABASE_URL"]) == [servers.database_url]
+    assert shlex.split(lines["ALPHA_DATA_TEST_SERVER_URL"]) == [servers.server_url]
+    stopped = runner.invoke(app, ["embedded", "stop"])
+    assert "postgresql: stopped; redis: stopped" in stopped.output
+    assert "postgresql: stopped" in runner.invoke(app, ["embedded", "status"]).output
+    assert ensure_servers(servers.data_dir).postgres_action == "started"
 
 
 # --- the CLI's fallback decision -------------------------------------------------------

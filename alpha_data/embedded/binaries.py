@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import pwd
 import shutil
 import subprocess
 from pathlib import Path
@@ -72,6 +71,8 @@ def redis_server_binary() -> Path:
 
 def _unprivileged_uid() -> int:
     """A uid with a passwd entry (initdb looks the user up): ``nobody`` where it exists."""
+    import pwd  # POSIX only (as is running as root)
+
     try:
         return pwd.getpwnam("nobody").pw_uid
     except KeyError:

@@ -17,7 +17,6 @@ then in ``<tmp>/alpha_data-<uid>-<hash of data_dir>``.
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import os
@@ -123,6 +122,8 @@ class Layout:
 @contextmanager
 def locked(layout: Layout, timeout: float = 120.0) -> Iterator[None]:
     """Hold the directory's exclusive lock (released by the kernel if the process dies)."""
+    import fcntl  # POSIX only: imported here so the package imports anywhere
+
     layout.root.mkdir(parents=True, exist_ok=True)
     fd = os.open(layout.lock_file, os.O_RDWR | os.O_CREAT, 0o600)
     try:
