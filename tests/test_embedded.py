@@ -35,7 +35,7 @@ from alpha_data.embedded import (
     server_status,
     stop_servers,
 )
-from alpha_data.embedded.binaries import pg_bin_dir, redis_server_binary
+from alpha_data.embedded.binaries import pg_bin_dir, process_matches, redis_server_binary
 from tests.support import alembic_config
 
 try:
@@ -118,6 +118,22 @@ def test_stop_keeps_data_and_warm_start_measures(servers: EmbeddedServers) -> No
     assert asyncio.run(read()) == [7]
 
 
+def test_deleted_sockets_are_recovered(servers: EmbeddedServers) -> None:
+    socket_dir = Path(make_url(servers.server_url).query["host"])  # type: ignore[arg-type]
+    old = server_status(servers.data_dir)
+    for leftover in socket_dir.iterdir():  # what a tmp cleaner does to a long-running server
+        leftover.unlink()
+    back = ensure_servers(servers.data_dir)
+    assert (back.postgres_action, back.redis_action) == ("started", "started")
+    new = server_status(servers.data_dir)
+    assert new.postgres_pid is not None and new.postgres_pid != old.postgres_pid
+    assert old.redis_pid is not None and new.redis_pid != old.redis_pid
+    deadline = time.monotonic() + 5
+    while process_matches(old.redis_pid, "redis-server") and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not process_matches(old.redis_pid, "redis-server")  # the unreachable one stopped
+
+
 def test_killed_servers_and_a_stale_pidfile_are_recovered(servers: EmbeddedServers) -> None:
     status = server_status(servers.data_dir)
     assert status.postgres_pid is not None and status.redis_pid is not None
@@ -134,7 +150,7 @@ def test_killed_servers_and_a_stale_pidfile_are_recovered(servers: EmbeddedServe
 
 
 def test_racing_processes_share_one_server_and_redo_a_half_done_initdb(tmp_path: Path) -> None:
-    data = tmp_path / "shared"
+    data = tmp_path / ("long-" * 16) / "shared"  # too long for a socket path in data/run
     (data / "postgres.init").mkdir(parents=True)
     (data / "postgres.init" / "garbage").write_text("a run died during initdb")
     code = (
@@ -151,9 +167,13 @@ def test_racing_processes_share_one_server_and_redo_a_half_done_initdb(tmp_path:
         assert sorted(out[0] for out in outputs) == ["initialized", "running"]
         assert outputs[0][1] == outputs[1][1]
         assert not (data / "postgres.init").exists()
+        socket_dir = Path(make_url(outputs[0][1]).query["host"])  # type: ignore[arg-type]
+        assert not socket_dir.is_relative_to(data)
+        assert socket_dir.stat().st_mode & 0o777 == 0o700
     finally:
         assert clean_servers(data)
     assert not data.exists()
+    assert not socket_dir.exists()
 
 
 def test_sockets_are_private_to_the_owner(servers: EmbeddedServers) -> None:

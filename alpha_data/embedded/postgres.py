@@ -125,9 +125,27 @@ def _clear_stale(layout: Layout) -> None:
         leftover.unlink(missing_ok=True)
 
 
+def _settle(layout: Layout, wait: float = 15.0) -> bool:
+    """A live server of ours that does not answer: wait for its start-up (crash recovery),
+    else stop it (e.g. its socket was deleted by a tmp cleaner). True when it became ready."""
+    deadline = time.monotonic() + wait
+    while (info := _postmaster(layout)) is not None and process_matches(
+        info[0], str(layout.pgdata)
+    ):
+        if running_pid(layout) is not None:
+            return True
+        if time.monotonic() > deadline:
+            stop(layout)
+            return False
+        time.sleep(0.1)
+    return False
+
+
 def start(layout: Layout, attempts: int = 3) -> float:
     """Start the server (waits until it accepts connections); seconds taken."""
     started = time.perf_counter()
+    if _settle(layout):
+        return time.perf_counter() - started
     for attempt in range(attempts):
         _clear_stale(layout)
         _write_conf(layout)

@@ -6,6 +6,9 @@ cache and the message bus, and the outbox in PostgreSQL re-delivers what matters
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -76,11 +79,26 @@ def _config(layout: Layout) -> Path:
     return conf
 
 
+def _end(pid: int, wait: float = 10) -> None:
+    """SIGTERM, then SIGKILL after ``wait`` s: gone before a new server writes its pidfile
+    (an exiting Redis deletes the pidfile path, which would orphan its successor)."""
+    deadline = time.monotonic() + wait
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+        while process_matches(pid, "redis-server"):
+            if time.monotonic() > deadline:
+                os.kill(pid, signal.SIGKILL)
+            time.sleep(0.02)
+
+
 def start(layout: Layout, timeout: float = 30) -> float:
     """Start redis-server (stale pidfile and socket removed first); seconds until PING."""
     started = time.perf_counter()
     layout.redis_dir.mkdir(parents=True, exist_ok=True)
     layout.make_socket_dir()
+    orphan = _pid(layout)
+    if orphan is not None and process_matches(orphan, "redis-server"):
+        _end(orphan)  # ours but unreachable (its socket file is gone)
     (layout.redis_dir / "redis.pid").unlink(missing_ok=True)
     layout.redis_socket.unlink(missing_ok=True)
     binary = redis_server_binary()
