@@ -170,10 +170,12 @@ def test_racing_processes_share_one_server_and_redo_a_half_done_initdb(tmp_path:
         socket_dir = Path(make_url(outputs[0][1]).query["host"])  # type: ignore[arg-type]
         assert not socket_dir.is_relative_to(data)
         assert socket_dir.stat().st_mode & 0o777 == 0o700
+        (data / "notes.txt").write_text("not ours")
     finally:
         assert clean_servers(data)
-    assert not data.exists()
     assert not socket_dir.exists()
+    assert [p.name for p in data.iterdir()] == ["notes.txt"]  # only what it made is deleted
+    assert not clean_servers(data)
 
 
 def test_sockets_are_private_to_the_owner(servers: EmbeddedServers) -> None:

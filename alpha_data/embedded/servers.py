@@ -158,23 +158,25 @@ def stop_servers(data_dir: Path | str | None = None) -> tuple[bool, bool]:
 
 
 def clean_servers(data_dir: Path | str | None = None) -> bool:
-    """Stop both servers and delete the data directory; False when there was none."""
+    """Stop both servers and delete what they keep; False when there was nothing.
+
+    Only the entries this package creates are deleted (a mistyped ``ALPHA_DATA_EMBEDDED_DIR``
+    never costs other files); the directory itself goes when nothing else is left in it.
+    """
     layout = Layout(Path(data_dir).resolve() if data_dir else default_data_dir())
-    if not layout.root.exists():
+    ours = [layout.pgdata, layout.pgdata_init, layout.pg_log, layout.redis_dir, layout.state_file]
+    if not layout.root.exists() or not any(p.exists() for p in [*ours, layout.lock_file]):
         return False
     with locked(layout):
         if postgres.is_initialized(layout):
             postgres.stop(layout)
         redis_server.stop(layout)
-        if layout.socket_dir != layout.root / "run":
-            shutil.rmtree(layout.socket_dir, ignore_errors=True)
-        for child in layout.root.iterdir():
-            if child != layout.lock_file:
-                if child.is_dir():
-                    shutil.rmtree(child)
-                else:
-                    child.unlink()
+        for path in [*ours, layout.socket_dir, layout.state_file.with_suffix(".tmp")]:
+            if path.is_dir():
+                shutil.rmtree(path)
+            else:
+                path.unlink(missing_ok=True)
     layout.lock_file.unlink(missing_ok=True)
-    with contextlib.suppress(OSError):  # another process created something meanwhile
+    with contextlib.suppress(OSError):  # something else lives there: leave it
         layout.root.rmdir()
     return True
