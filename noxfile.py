@@ -9,6 +9,8 @@ non-default ``deps-latest`` session takes the newest releases on purpose.
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
 import uuid
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
@@ -28,6 +30,7 @@ nox.options.sessions = [
     "scaleout",
     "bench-smoke",
     "extension",
+    "embedded",
 ]
 
 PYTHONS = ["3.10", "3.11", "3.12", "3.13"]
@@ -164,3 +167,62 @@ def extension(session: nox.Session) -> None:
     session.chdir(app)
     session.run("pytest", "-q", "-p", "no:cacheprovider", *session.posargs)
     session.run("mypy", "--strict")
+
+
+#: Env that could point the run at a real server: removed, so nothing is configured.
+_SERVICE_ENV = (
+    "ALPHA_DATA_DATABASE_URL",
+    "ALPHA_DATA_REDIS_URL",
+    "ALPHA_DATA_TEST_SERVER_URL",
+    "ALPHA_DATA_TEST_REDIS_URL",
+    "ALPHA_DATA_TEST_EMBEDDED",
+    "ALPHA_DATA_EMBEDDED",
+)
+
+
+def _no_network() -> list[str]:
+    """A command prefix running with no network at all (util-linux unshare), or []."""
+    prefix = ["unshare", "--map-root-user", "--net", "--"]
+    if shutil.which("unshare") is None:
+        return []
+    probe = subprocess.run([*prefix, "true"], capture_output=True, check=False)  # noqa: S603
+    return prefix if probe.returncode == 0 else []
+
+
+@nox.session(python="3.12")
+def embedded(session: nox.Session) -> None:
+    """The demo and part of the suite with no server configured or reachable: embedded only.
+
+    Runs in a network namespace of its own (nothing answers at 127.0.0.1:5432/6379), with no
+    ALPHA_DATA_* URL set, so only the fallback to the embedded servers can make it pass.
+    Where namespaces are unavailable, the embedded servers are asked for explicitly.
+    """
+    install(session, "-e", ".[test,embedded]")
+    data = os.path.join(os.path.abspath(session.create_tmp()), "embedded-data")
+    env = {"ALPHA_DATA_EMBEDDED_DIR": data}
+    isolate = _no_network()
+    unset = ["env", *(f"--unset={name}" for name in _SERVICE_ENV)]
+    if not isolate:
+        session.warn("no network namespace here: asking for the embedded servers explicitly")
+        unset += ["ALPHA_DATA_EMBEDDED=1", "ALPHA_DATA_TEST_EMBEDDED=1"]
+    session.run("alpha-data", "embedded", "clean", "--yes", env=env)  # measure a first start
+    with session.chdir(session.create_tmp()):  # away from a developer's .env
+        session.run(*isolate, *unset, "alpha-data", "demo", env=env, external=True)
+    session.run(
+        *isolate,
+        *unset,
+        "python",
+        "-m",
+        "pytest",
+        "-q",
+        "-p",
+        "no:cacheprovider",
+        "tests/test_embedded.py",
+        "tests/test_repositories.py",
+        "tests/test_metrics.py",
+        "tests/test_uow.py",
+        *session.posargs,
+        env=env,
+        external=True,
+    )
+    session.run("alpha-data", "embedded", "stop", env=env)

@@ -2,6 +2,9 @@
 
 Reads ALPHA_DATA_DATABASE_URL from the environment or ./.env; prints which
 host/port could not be reached and how to point the project elsewhere.
+
+``--demo``: when no URL is configured and nothing answers at the default one, say
+so in one line and exit 2: ``make demo`` then uses the embedded servers.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from urllib.parse import urlsplit
 DEFAULT = "postgresql+asyncpg://postgres@127.0.0.1:5432/alpha_data"
 
 
-def configured_url() -> str:
+def configured_url() -> str | None:
     url = os.environ.get("ALPHA_DATA_DATABASE_URL")
     env_file = Path(".env")
     if url is None and env_file.exists():
@@ -23,19 +26,28 @@ def configured_url() -> str:
             key, _, value = line.partition("=")
             if key.strip() == "ALPHA_DATA_DATABASE_URL":
                 url = value.strip().strip("'\"")
-    return url or DEFAULT
+    return url or None
 
 
 def main() -> int:
-    url = configured_url()
+    configured = configured_url()
+    url = configured or DEFAULT
     if "--test" in sys.argv[1:]:  # the test suite's server (a database per run is made there)
-        url = os.environ.get("ALPHA_DATA_TEST_SERVER_URL", url)
+        configured = os.environ.get("ALPHA_DATA_TEST_SERVER_URL", configured)
+        url = configured or url
     parts = urlsplit(url)
     host, port = parts.hostname or "127.0.0.1", parts.port or 5432
     try:
         with socket.create_connection((host, port), timeout=3):
             return 0
     except OSError as exc:
+        if "--demo" in sys.argv[1:] and configured is None:
+            print(
+                f"no PostgreSQL at {host}:{port} and no ALPHA_DATA_DATABASE_URL: "
+                "the demo uses the embedded servers (extra `embedded`)",
+                file=sys.stderr,
+            )
+            return 2
         print(
             f"error: cannot reach PostgreSQL at {host}:{port} ({exc.strerror or exc}); "
             "start it or set ALPHA_DATA_DATABASE_URL"

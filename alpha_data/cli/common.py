@@ -5,16 +5,20 @@ from __future__ import annotations
 import asyncio
 import sys
 from collections.abc import Coroutine
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import typer
 from pydantic import ValidationError
 from rich.console import Console
 
+from alpha_data.cli.fallback import wants_embedded
 from alpha_data.errors import DataLayerError
 from alpha_data.settings import Settings
 
-__all__ = ["app", "console", "load_settings", "run"]
+if TYPE_CHECKING:
+    from alpha_data.embedded import EmbeddedServers
+
+__all__ = ["app", "console", "load_settings", "resolve_settings", "run"]
 
 T = TypeVar("T")
 
@@ -26,7 +30,7 @@ app = typer.Typer(
     add_completion=False,
 )
 console = Console(soft_wrap=True)
-err_console = Console(stderr=True)
+err_console = Console(stderr=True, soft_wrap=True)
 
 
 def fail(message: str) -> typer.Exit:
@@ -36,14 +40,29 @@ def fail(message: str) -> typer.Exit:
 
 
 def load_settings() -> Settings:
-    """Settings from the environment/.env, or one clear line naming the bad setting."""
+    """Settings from the environment/.env, or one clear line naming the bad setting.
+
+    With no database configured and none answering (or ``ALPHA_DATA_EMBEDDED=1``), the
+    settings point at the embedded servers, started on the way (see cli/fallback.py).
+    """
+    return resolve_settings()[0]
+
+
+def resolve_settings() -> tuple[Settings, EmbeddedServers | None]:
+    """load_settings() and the embedded servers it switched to (None: the configured ones)."""
     try:
-        return Settings()
+        settings = Settings()
     except ValidationError as exc:
         names = ", ".join(
             f"ALPHA_DATA_{str(e['loc'][0]).upper()} ({e['msg']})" for e in exc.errors()
         )
         raise fail(f"invalid setting: {names}") from None
+    reason = wants_embedded(settings)
+    if reason is None:
+        return settings, None
+    from alpha_data.cli.embedded import switch_to_embedded  # the CLI module imports this one
+
+    return switch_to_embedded(settings, reason)
 
 
 def run(coro: Coroutine[Any, Any, T]) -> T:

@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 
+import typer
 from rich.console import Console
 from rich.table import Table
 
 from alpha_data import services
-from alpha_data.cli.common import app, console, load_settings, run
+from alpha_data.cli.common import app, console, resolve_settings, run
+from alpha_data.cli.embedded import prepare_demo
+from alpha_data.cli.fallback import EMBEDDED_ENV
 from alpha_data.database import Database
 from alpha_data.errors import ConflictError, DataLayerError, InvalidDataError
 from alpha_data.events import TradeExecuted
@@ -231,10 +235,23 @@ async def run_demo(settings: Settings, out: Console) -> None:
 
 
 @app.command("demo")
-def demo() -> None:
-    """Walk through users, keys, trades, cache, events, metrics, alerts and conflicts."""
+def demo(
+    embedded: bool = typer.Option(
+        False, "--embedded", help="Use the embedded PostgreSQL + Redis (the `embedded` extra)."
+    ),
+) -> None:
+    """Walk through users, keys, trades, cache, events, metrics, alerts and conflicts.
+
+    On the embedded servers (``--embedded``, or nothing configured and nothing answering) it
+    first creates, migrates and seeds the database, as ``make demo`` does.
+    """
+    if embedded:
+        os.environ[EMBEDDED_ENV] = "1"
+    settings, servers = resolve_settings()
+    if servers is not None:
+        prepare_demo(settings, servers)
     try:
-        run(run_demo(load_settings(), console))
+        run(run_demo(settings, console))
     except DataLayerError as exc:  # pragma: no cover - run() already formats these
         console.print(f"[red]{exc.message}[/]")
         raise

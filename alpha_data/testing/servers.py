@@ -2,9 +2,10 @@
 
 ``ALPHA_DATA_TEST_SERVER_URL`` (an asyncpg URL of a server on which a database
 per run is created; default the local server) and ``ALPHA_DATA_TEST_REDIS_URL``
-(default db 15 of the local Redis). :func:`resolve_servers` is the single place
-that answers, so another source (an embedded PostgreSQL/Redis started when
-nothing answers) plugs in here without touching the fixtures.
+(default db 15 of the local Redis). When no server URL is configured and
+nothing answers at the default one, or ``ALPHA_DATA_TEST_EMBEDDED=1``, the
+embedded PostgreSQL and Redis (``alpha_data[embedded]``) are started and used,
+so an application's CI needs no services.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from functools import lru_cache
 __all__ = [
     "DEFAULT_REDIS_URL",
     "DEFAULT_SERVER_URL",
+    "EMBEDDED_ENV",
     "REDIS_URL_ENV",
     "SERVER_URL_ENV",
     "TestServers",
@@ -24,6 +26,7 @@ __all__ = [
 
 SERVER_URL_ENV = "ALPHA_DATA_TEST_SERVER_URL"
 REDIS_URL_ENV = "ALPHA_DATA_TEST_REDIS_URL"
+EMBEDDED_ENV = "ALPHA_DATA_TEST_EMBEDDED"
 DEFAULT_SERVER_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/15"
 
@@ -42,8 +45,17 @@ class TestServers:
 
 @lru_cache(maxsize=1)
 def resolve_servers() -> TestServers:
-    """The run's servers: from the environment, else the local defaults (once per process)."""
+    """The run's servers: configured, the local defaults, or embedded (once per process)."""
+    server = os.environ.get(SERVER_URL_ENV)
+    redis_url = os.environ.get(REDIS_URL_ENV)
+    if os.environ.get(EMBEDDED_ENV) != "1":
+        from alpha_data.embedded import server_answers
+
+        if server is not None or server_answers(DEFAULT_SERVER_URL):
+            return TestServers(server or DEFAULT_SERVER_URL, redis_url or DEFAULT_REDIS_URL)
+    from alpha_data.embedded import ensure_servers
+
+    embedded = ensure_servers()
     return TestServers(
-        postgres_url=os.environ.get(SERVER_URL_ENV, DEFAULT_SERVER_URL),
-        redis_url=os.environ.get(REDIS_URL_ENV, DEFAULT_REDIS_URL),
+        embedded.server_url, redis_url or embedded.redis_url.replace("db=0", "db=15")
     )
