@@ -24,6 +24,7 @@ from sqlalchemy.orm.attributes import instance_state, set_committed_value
 
 from alpha_data.cache.codec import ColumnCodec, Corrupt, Shape
 from alpha_data.errors import DataLayerError
+from alpha_data.models.json import track_json
 
 __all__ = ["InSession", "SecretNotLoadedError", "hide_secrets", "materialize"]
 
@@ -76,6 +77,7 @@ _Built = list[tuple[Any, Any, ColumnCodec]]
 def _build(codec: ColumnCodec, values: Any, out: _Built) -> Any:
     obj = codec.new_instance()
     codec.fill(obj.__dict__, values)
+    track_json(obj)
     out.append((obj, codec.identity_key((values[codec.pk_index],)), codec))
     return obj
 

@@ -30,6 +30,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session, configure_mappers
 from sqlalchemy.orm.attributes import instance_state
 
+from alpha_data.models.json import track_json
+
 __all__ = ["RowLoader", "bulk_insert", "bulk_insert_keys", "row_loader"]
 
 _DIALECT = asyncpg_dialect()  # type: ignore[no-untyped-call]
@@ -78,6 +80,7 @@ class RowLoader:
             values[index] = convert(values[index])
         obj = self.mapper.class_manager.new_instance()
         obj.__dict__.update(zip(self.keys, values, strict=True))
+        track_json(obj)
         state: Any = instance_state(obj)
         key = self.identity_key(values[self.pk_index])
         state.key = key
@@ -161,6 +164,7 @@ async def bulk_insert(
     for obj, row in zip(objs, rows, strict=True):
         state: Any = instance_state(obj)
         obj.__dict__.update(zip(attr_keys, row, strict=True))
+        track_json(obj)
         state._commit_all(obj.__dict__)  # loaded values, no pending changes
         key = mapper.identity_key_from_primary_key((row[pk_index],))
         state.key = key
