@@ -38,8 +38,23 @@ def test_every_json_column_tracks_mutations() -> None:
     assert ("ApiKey", "permissions") in json_columns
     for model_name, key in json_columns:
         model = next(m.class_ for m in Base.registry.mappers if m.class_.__name__ == model_name)
-        instance = model(**{key: [] if key in ("tags", "permissions") else {}})
-        assert isinstance(getattr(instance, key), Mutable), f"{model_name}.{key}"
+        for value in ([], {}):
+            instance = model(**{key: value})
+            assert isinstance(getattr(instance, key), Mutable), f"{model_name}.{key}"
+        assert model(**{key: True}).__dict__[key] is True  # scalars stay as they are
+
+
+async def test_dict_and_scalar_json_values_round_trip_and_dicts_track(db: Database) -> None:
+    async with db.unit_of_work() as uow:
+        as_dict = await uow.alerts.add(AlertFactory.build(tags={"a": 1}))
+        as_scalar = await uow.alerts.add(AlertFactory.build(tags=7))
+        await uow.commit()
+    async with db.unit_of_work() as uow:
+        loaded = await uow.alerts.get_one(as_dict.id)
+        loaded.tags["b"] = 2
+        assert (await uow.alerts.get_one(as_scalar.id)).tags == 7
+        await uow.commit()
+    assert await _stored(db, Alert, as_dict.id, "tags") == {"a": 1, "b": 2}
 
 
 async def test_alert_tags_append_is_saved(db: Database) -> None:
