@@ -224,7 +224,7 @@ def redis_client(url: str, **options: Any) -> redis_asyncio.Redis:
     if target.sentinel_password is not None:
         sentinel_options["password"] = target.sentinel_password
         sentinel_options["username"] = target.sentinel_username
-    sentinel: Any = Sentinel(list(target.nodes), sentinel_kwargs=sentinel_options)  # type: ignore[no-untyped-call]
+    sentinel: Any = Sentinel(list(target.nodes), sentinel_kwargs=sentinel_options)  # type: ignore[no-untyped-call,unused-ignore]
     master: redis_asyncio.Redis = sentinel.master_for(
         target.service,
         redis_class=SentinelRedis,

@@ -30,7 +30,7 @@ from sqlalchemy.orm.attributes import instance_state
 __all__ = ["JsonList", "TrackedJSON", "track_json"]
 
 #: The JSONB type of every model JSON column (identified by identity, like as_mutable).
-TrackedJSON = JSONB()
+TrackedJSON = JSONB()  # type: ignore[no-untyped-call,unused-ignore]  # (untyped in 2.0)
 #: The name the models use for list-valued JSON columns (tags, permissions).
 JsonList = TrackedJSON
 
