@@ -165,6 +165,7 @@ class Database(Generic[U]):
         )
         if s.pool_pre_ping:
             event.listen(engine.sync_engine.pool, "checkout", _drop_dead_connections)
+        event.listen(engine.sync_engine, "handle_error", _invalidate_on_client_timeout)
         return engine
 
     def _replica_engine(self, url: str) -> AsyncEngine:
@@ -492,6 +493,17 @@ def _drop_dead_connections(dbapi_connection: Any, record: Any, proxy: Any) -> No
     driver = getattr(dbapi_connection, "driver_connection", None)
     if driver is not None and driver.is_closed():
         raise DisconnectionError("pooled connection was closed by the server")
+
+
+def _invalidate_on_client_timeout(context: Any) -> None:
+    """A statement that got no reply within asyncpg's ``command_timeout``: drop the connection.
+
+    The network path (or the server) went silent; the connection cannot be
+    trusted to answer the next statement either, so it leaves the pool
+    instead of being handed out again (SQLAlchemy invalidates on is_disconnect).
+    """
+    if isinstance(context.original_exception, (TimeoutError, asyncio.TimeoutError)):
+        context.is_disconnect = True
 
 
 def _json_dumps(value: Any) -> str:

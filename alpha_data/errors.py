@@ -153,6 +153,8 @@ _CONFLICT = frozenset({UNIQUE_VIOLATION, FOREIGN_KEY_VIOLATION, EXCLUSION_VIOLAT
 _INVALID = frozenset(
     {CHECK_VIOLATION, NOT_NULL_VIOLATION, INTEGRITY_CONSTRAINT_VIOLATION, RESTRICT_VIOLATION}
 )
+# A client-side timeout (asyncpg command_timeout/connect timeout); distinct before 3.11.
+_TIMEOUTS: tuple[type[BaseException], ...] = (TimeoutError, asyncio.TimeoutError)
 
 _KEY_DETAIL = re.compile(r"Key \((?P<cols>.+?)\)=\((?P<vals>.*)\)")
 
@@ -206,7 +208,7 @@ def _is_connection_loss(exc: BaseException) -> bool:
 
 def is_database_error(exc: BaseException) -> bool:
     """True for driver/SQLAlchemy errors that ``translate`` knows how to classify."""
-    kinds = (sa_exc.DBAPIError, sa_exc.TimeoutError, orm_exc.StaleDataError, OSError)
+    kinds = (sa_exc.DBAPIError, sa_exc.TimeoutError, orm_exc.StaleDataError, OSError, *_TIMEOUTS)
     if isinstance(exc, kinds) or type(exc).__module__.startswith("asyncpg"):
         return True
     return isinstance(exc, sa_exc.StatementError) and isinstance(
@@ -271,6 +273,14 @@ def translate(exc: BaseException) -> DataLayerError:
         return _from_sqlstate(str(pg.sqlstate), pg, exc)
     if _is_data_error(exc):
         return InvalidDataError(f"invalid value for a query parameter: {_first_line(exc)}")
+    if any(isinstance(c, _TIMEOUTS) for c in _chain(exc, implicit=False)):
+        # asyncpg's command_timeout or connect timeout: no reply at all (a silent
+        # network path); like statement_timeout, re-running at once will not cure it.
+        return TransientError(
+            "no reply from PostgreSQL in time (connect_timeout, or statement_timeout + margin): "
+            "the network path or the server is silent; the connection was dropped",
+            retryable=False,
+        )
     if _is_connection_loss(exc):
         return TransientError("database connection lost")
     return DataLayerError(f"unexpected database error: {type(exc).__name__}")

@@ -46,12 +46,38 @@ def _unnamed_statement() -> str:
     return ""
 
 
+#: How long past ``statement_timeout`` the client waits for a reply before giving up on
+#: the connection (the server's own timeout answers first whenever the server is reachable).
+CLIENT_TIMEOUT_MARGIN = 2.0
+
+#: Server-side TCP keepalives (seconds, probes): PostgreSQL notices a client whose
+#: network path died and ends its backend (and any transaction it held open).
+_KEEPALIVES = {"tcp_keepalives_idle": "30", "tcp_keepalives_interval": "10"}
+
+
+def client_timeout(settings: Settings) -> float | None:
+    """asyncpg's ``command_timeout``: ``statement_timeout`` + a margin (None when disabled).
+
+    A statement the server never sees (a silent network path, a hung proxy)
+    gets no reply and no statement_timeout; this bounds the wait on the
+    client side for every statement, BEGIN, COMMIT and ROLLBACK.
+    """
+    if settings.statement_timeout <= 0:
+        return None
+    return settings.statement_timeout + CLIENT_TIMEOUT_MARGIN
+
+
 def connect_args(settings: Settings) -> dict[str, Any]:
     """asyncpg ``connect()`` arguments for ``settings`` (PgBouncer-safe in pgbouncer_mode)."""
     server_settings = {"application_name": APPLICATION_NAME}
-    args: dict[str, Any] = {"timeout": settings.connect_timeout, "server_settings": server_settings}
+    args: dict[str, Any] = {
+        "timeout": settings.connect_timeout,  # bounds a connect that hangs (pool checkout too)
+        "command_timeout": client_timeout(settings),
+        "server_settings": server_settings,
+    }
     if not settings.pgbouncer_mode:
         server_settings["statement_timeout"] = str(_timeout_ms(settings))
+        server_settings.update(_KEEPALIVES)
         return args
     args.update(
         statement_cache_size=0,

@@ -8,6 +8,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from alpha_data.errors import InvalidDataError
+from alpha_data.money import MONEY
 
 __all__ = ["check_aware", "check_finite", "check_money", "check_symbol", "check_text"]
 
@@ -29,9 +30,10 @@ def check_money(value: Any, what: str, *, positive: bool = False) -> Decimal:
         raise InvalidDataError(f"{what} is not a number") from None
     if not isinstance(amount, Decimal) or not amount.is_finite():
         raise InvalidDataError(f"{what} must be a finite Decimal")
-    if abs(amount) > _MONEY_MAX:
+    # Comparisons are exact; abs() and quantize() round to a context: the layer's.
+    if MONEY.abs(amount) > _MONEY_MAX:
         raise InvalidDataError(f"{what} exceeds {_MONEY_MAX}")
-    if amount != amount.quantize(_MONEY_EXP):
+    if amount != amount.quantize(_MONEY_EXP, context=MONEY):
         raise InvalidDataError(f"{what} has more than 8 decimal places")
     if positive and amount <= 0:
         raise InvalidDataError(f"{what} must be greater than 0")

@@ -13,6 +13,8 @@ A role decides what its keys may hold: viewer ``read``; trader ``read``,
 admin ``*``. Only a key with ``users:write`` creates traders and admins.
 Errors are ``{"error": code, "detail": message}`` (see alpha_data.integrations.fastapi).
 ``GET /metrics`` serves Prometheus metrics when prometheus-client is installed.
+Request bodies are limited to 1 MiB (``examples.body_limit.MAX_BODY_BYTES``):
+larger ones get 413 before they are read whole.
 """
 
 from __future__ import annotations
@@ -56,6 +58,7 @@ from alpha_data.services import (
     raise_alert,
     record_trade,
 )
+from examples.body_limit import MAX_BODY_BYTES, BodySizeLimit
 
 __all__ = ["ROLE_PERMISSIONS", "app", "create_app"]
 
@@ -535,6 +538,8 @@ def create_app(settings: Settings | None = None, *, database: Database | None = 
         responses=ERROR_RESPONSES,
     )
     add_error_handlers(app)
+    # Bodies over MAX_BODY_BYTES (1 MiB) get 413 before they are read whole.
+    app.add_middleware(BodySizeLimit, max_bytes=MAX_BODY_BYTES)
     app.include_router(router)
     add_metrics_route(app)  # GET /metrics when prometheus-client is installed
     return app

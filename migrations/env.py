@@ -7,7 +7,7 @@ from logging.config import fileConfig
 from typing import Any
 
 from alembic import context
-from sqlalchemy import pool
+from sqlalchemy import pool, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 
@@ -17,6 +17,11 @@ from alpha_data.settings import Settings
 config = context.config
 if config.config_file_name is not None and config.attributes.get("configure_logger", True):
     fileConfig(config.config_file_name, disable_existing_loggers=False)
+
+#: Key of the session-level advisory lock held while migrating: two `alembic upgrade`
+#: (or `alpha-data migrate`) at once on one database run one after the other; the
+#: second then finds the database at head and has nothing to do.
+MIGRATION_LOCK_KEY = 0x616C7068_61646174  # "alphadat"
 
 # The time-series schema is partitioned and managed by hand-written revisions;
 # autogenerate (and `alembic check`) compares only the ORM tables in public.
@@ -52,8 +57,18 @@ async def run_async_migrations() -> None:
     engine = create_async_engine(_url(), poolclass=pool.NullPool)
     try:
         async with engine.connect() as connection:
-            await connection.run_sync(_configure)
+            # Session-level, taken before Alembic reads alembic_version, held until
+            # the connection closes (also when a migration fails).
+            lock = {"key": MIGRATION_LOCK_KEY}
+            await connection.execute(text("SELECT pg_advisory_lock(:key)"), lock)
             await connection.commit()
+            try:
+                await connection.run_sync(_configure)
+                await connection.commit()
+            finally:
+                await connection.rollback()
+                await connection.execute(text("SELECT pg_advisory_unlock(:key)"), lock)
+                await connection.commit()
     finally:
         await engine.dispose()
 

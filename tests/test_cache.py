@@ -25,6 +25,7 @@ from sqlalchemy.exc import InvalidRequestError
 from alpha_data import Database, Settings, UnitOfWork
 from alpha_data.cache import SecretNotLoadedError, cached, invalidate
 from alpha_data.cache.invalidation import ROUTE_KEY
+from alpha_data.cache.keys import Personal, part
 from alpha_data.errors import ConflictError, InvalidDataError
 from alpha_data.models import Portfolio, Role, Severity, User
 from alpha_data.repositories.pagination import Page
@@ -373,7 +374,8 @@ async def test_invalidation_deletes_entity_keys_and_bumps_tags(db: Database) -> 
     await run(db, lambda uow: uow.users.get_by_username("keyed"))
     prefix = db.cache.prefix
     keys = {k.decode() for k in await db.redis.keys(f"{prefix}:*")}
-    assert {f"{prefix}:users:get:{user.id}", f"{prefix}:users:get_by_username:keyed"} <= keys
+    by_name = f"{prefix}:users:get_by_username:{part(Personal('keyed'))}"  # personal: digest
+    assert {f"{prefix}:users:get:{user.id}", by_name} <= keys
     tag = f"{prefix}:tag:users:id:{user.id}"
     token = await db.redis.get(tag)
     before = db.cache.stats().invalidations
@@ -384,7 +386,7 @@ async def test_invalidation_deletes_entity_keys_and_bumps_tags(db: Database) -> 
 
     await run(db, touch)
     assert not await db.redis.exists(f"{prefix}:users:get:{user.id}")
-    assert not await db.redis.exists(f"{prefix}:users:get_by_username:keyed")
+    assert not await db.redis.exists(by_name)
     assert await db.redis.get(tag) not in (None, token)
     assert db.cache.stats().invalidations >= before + 3  # id, username, email
 
@@ -609,9 +611,12 @@ async def test_keys_are_readable_and_under_the_prefix(db: Database) -> None:
     await run(db, lambda uow: uow.users.get_by_email("O'Neil@Example.com"))
     keys = sorted(k.decode() for k in await db.redis.keys(f"{db.cache.prefix}:*"))
     prefix = db.cache.prefix
-    assert f"{prefix}:users:get_by_username:o'neil%3Ax" in keys
+    # Usernames and emails identify people: keyed digests, never readable.
+    name_part, email_part = part(Personal("o'neil:x")), part(Personal("o'neil@example.com"))
+    assert f"{prefix}:users:get_by_username:{name_part}" in keys
     assert f"{prefix}:alerts:list_open:~:risk:~" in keys
-    assert f"{prefix}:users:get_by_email:o'neil@example.com" in keys
+    assert f"{prefix}:users:get_by_email:{email_part}" in keys
+    assert not any("neil" in k for k in keys)
     assert all(k.startswith(f"{prefix}:") for k in keys)
     assert user.id > 0
 

@@ -10,6 +10,11 @@ else raise ``Unkeyable``): a key is never built from ``repr`` of an object.
   characters cannot be confused with structure (``ana``, ``a%3Ab``); a
   string that would read as a number or ``d…`` gets a ``'`` in front.
 * Parts longer than ``MAX_PART`` become ``#`` + a BLAKE2b digest.
+* A ``Personal`` value (an email, a username: what identifies a person) is
+  never readable in a key or tag: it becomes ``#p`` + a keyed BLAKE2b digest
+  of the value (already normalised the way its lookup compares, e.g. emails
+  lower-cased), so Redis key names, SCAN/MONITOR output and slow logs hold
+  no personal data while equal values still meet on one key.
 """
 
 from __future__ import annotations
@@ -19,7 +24,9 @@ import hashlib
 from decimal import Decimal
 from urllib.parse import quote
 
-__all__ = ["MAX_PART", "Unkeyable", "part"]
+from alpha_data.money import MONEY
+
+__all__ = ["MAX_PART", "Personal", "Unkeyable", "part", "personal"]
 
 #: Longest readable part; longer ones are replaced by a digest.
 MAX_PART = 200
@@ -28,8 +35,34 @@ _BIG = 10**100
 _SAFE = "-_.@+!$&*()=,;/'"
 
 
+#: Key of the digest of personal values (domain separation from every other digest).
+_PERSONAL_KEY = b"alpha_data/personal-key-part/v1"
+
+
 class Unkeyable(TypeError):
     """A value that may not be part of a cache key (the cache is bypassed)."""
+
+
+class Personal(str):
+    """A str that identifies a person: its key part is a keyed digest, never the text."""
+
+    __slots__ = ()
+
+
+def personal(value: object) -> Personal:
+    """Mark ``value`` (a str, normalised by the caller) as personal; Unkeyable otherwise."""
+    if not isinstance(value, str):
+        raise Unkeyable("a personal key part must be a str")
+    return Personal(value)
+
+
+def _personal_part(value: str) -> str:
+    try:
+        data = value.encode()
+    except UnicodeEncodeError:
+        raise Unkeyable("str is not valid UTF-8") from None
+    digest = hashlib.blake2b(data, digest_size=16, key=_PERSONAL_KEY, person=b"alpha_pii")
+    return "#p" + digest.hexdigest()  # plain strings starting with '#' get a quote: no clash
 
 
 def _text(value: str) -> str:
@@ -57,12 +90,14 @@ def part(value: object) -> str:
         if not -_BIG < value < _BIG:
             raise Unkeyable("int too large for a key")
         text = str(value)
+    elif isinstance(value, Personal):
+        return _personal_part(value)
     elif isinstance(value, str):
         text = _text(value)
     elif isinstance(value, Decimal):
         if not value.is_finite():
             raise Unkeyable("non-finite Decimal is not a key type")
-        text = "d" + str(value.normalize())
+        text = "d" + str(value.normalize(context=MONEY))  # not the caller's precision
     else:
         raise Unkeyable(f"{type(value).__name__} is not a key type")
     if len(text) > MAX_PART:

@@ -25,6 +25,7 @@ from sqlalchemy.orm.attributes import set_committed_value
 from alpha_data._sa_internals import add_persistent, set_attribute_loaders
 from alpha_data.cache.codec import ColumnCodec, Corrupt, Shape
 from alpha_data.errors import DataLayerError
+from alpha_data.models.json import track_json
 
 __all__ = ["InSession", "SecretNotLoadedError", "hide_secrets", "materialize"]
 
@@ -71,6 +72,7 @@ _Built = list[tuple[Any, Any, ColumnCodec]]
 def _build(codec: ColumnCodec, values: Any, out: _Built) -> Any:
     obj = codec.new_instance()
     codec.fill(obj.__dict__, values)
+    track_json(obj)
     out.append((obj, codec.identity_key((values[codec.pk_index],)), codec))
     return obj
 

@@ -12,7 +12,7 @@ from pydantic import ValidationError
 from rich.console import Console
 
 from alpha_data.cli.fallback import wants_embedded
-from alpha_data.errors import DataLayerError
+from alpha_data.errors import DataLayerError, sqlstate_of
 from alpha_data.settings import Settings
 
 if TYPE_CHECKING:
@@ -65,11 +65,26 @@ def resolve_settings() -> tuple[Settings, EmbeddedServers | None]:
     return switch_to_embedded(settings, reason)
 
 
+#: undefined_table, invalid_schema_name: the database was never migrated (or only partly).
+_SCHEMA_MISSING = frozenset({"42P01", "3F000"})
+SCHEMA_MISSING_MESSAGE = "the schema is missing: run `alpha-data migrate`"
+
+
 def run(coro: Coroutine[Any, Any, T]) -> T:
-    """Run a coroutine; alpha_data errors become one line and exit code 1."""
+    """Run a coroutine; alpha_data errors become one line and exit code 1.
+
+    A table or schema that does not exist means the database was not
+    migrated: the line says so and names the command that fixes it.
+    """
     try:
         return asyncio.run(coro)
     except DataLayerError as exc:
+        if exc.sqlstate in _SCHEMA_MISSING:
+            raise fail(SCHEMA_MISSING_MESSAGE) from None
         raise fail(exc.message) from None
+    except Exception as exc:
+        if sqlstate_of(exc) in _SCHEMA_MISSING:  # raised outside a repository
+            raise fail(SCHEMA_MISSING_MESSAGE) from None
+        raise
     except KeyboardInterrupt:  # pragma: no cover
         sys.exit(130)

@@ -2,6 +2,7 @@
 
 from alpha_data.models.alert import Alert, Severity
 from alpha_data.models.base import Base, StrEnum, metadata
+from alpha_data.models.json import TrackedJSON
 from alpha_data.models.portfolio import OrderType, Portfolio, Position, Side, Trade, TradeStatus
 from alpha_data.models.user import ApiKey, Role, User
 
@@ -16,6 +17,7 @@ __all__ = [
     "Severity",
     "Side",
     "StrEnum",
+    "TrackedJSON",
     "Trade",
     "TradeStatus",
     "User",

@@ -5,10 +5,10 @@ from __future__ import annotations
 from datetime import datetime
 
 from sqlalchemy import Boolean, Index, Integer, String, Text, text
-from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
 from alpha_data.models.base import Base, StrEnum, TimestampedIdMixin, enum_column
+from alpha_data.models.json import JsonList
 
 __all__ = ["Alert", "Severity"]
 
@@ -31,7 +31,9 @@ class Alert(TimestampedIdMixin, Base):
     message: Mapped[str] = mapped_column(Text)
     severity: Mapped[Severity] = mapped_column(enum_column(Severity, "severity"))
     source: Mapped[str] = mapped_column(String(100))
-    tags: Mapped[list[str]] = mapped_column(JSONB, default=list, server_default=text("'[]'::jsonb"))
+    tags: Mapped[list[str]] = mapped_column(
+        JsonList, default=list, server_default=text("'[]'::jsonb")
+    )
     acknowledged: Mapped[bool] = mapped_column(Boolean, default=False, server_default=text("false"))
     acknowledged_by: Mapped[str | None] = mapped_column(String(64), default=None)
     acknowledged_at: Mapped[datetime | None] = mapped_column(default=None)

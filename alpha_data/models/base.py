@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import enum
+from collections.abc import Awaitable
 from datetime import datetime
 from decimal import Decimal
 from typing import Any, ClassVar
 
 from sqlalchemy import BigInteger, DateTime, Identity, MetaData, Numeric, String, Table, func
 from sqlalchemy import Enum as SAEnum
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.ext.asyncio import AsyncAttrs
+from sqlalchemy.orm import DeclarativeBase, Mapped, PassiveFlag, mapped_column
+from sqlalchemy.orm.attributes import instance_state
 from sqlalchemy.schema import FetchedValue
+from sqlalchemy.util import greenlet_spawn
 
 from alpha_data.models.triggers import listen_for_create
 from alpha_data.schema_names import NAMING_CONVENTION
@@ -43,8 +47,14 @@ def enum_column(enum_cls: type[StrEnum], name: str) -> SAEnum:
     )
 
 
-class Base(DeclarativeBase):
-    """Base of every mapped class: one MetaData, Decimal money, tz-aware times."""
+class Base(AsyncAttrs, DeclarativeBase):
+    """Base of every mapped class: one MetaData, Decimal money, tz-aware times.
+
+    ``AsyncAttrs``: inside a unit of work, ``await obj.awaitable_attrs.name``
+    loads a relationship (or deferred column) that is not loaded yet; plain
+    attribute access raises instead (relationships are ``raise_on_sql``, so
+    no statement is ever sent behind the caller's back).
+    """
 
     metadata = metadata
     type_annotation_map: ClassVar[dict[Any, Any]] = {
@@ -67,6 +77,35 @@ class Base(DeclarativeBase):
                 continue
             shown.append(f"{key}={state.dict.get(key)!r}")
         return f"{type(self).__name__}({', '.join(shown)})"
+
+    @property
+    def awaitable_attrs(self) -> AsyncAttrs._AsyncAttrGetitem:
+        """Every attribute as an awaitable that may load it (see ``AsyncAttrs``)."""
+        return _AwaitableAttrs(self)
+
+
+class _AwaitableAttrs(AsyncAttrs._AsyncAttrGetitem):
+    """``AsyncAttrs``' accessor, which also loads ``raise_on_sql`` relationships.
+
+    SQLAlchemy's own accessor reads the attribute in a greenlet, which the
+    ``raise_on_sql`` loader refuses; asking explicitly is what
+    ``awaitable_attrs`` means, so the relationship is loaded with the loader's
+    no-raise flag (one SELECT, like ``lazy="select"``).
+    """
+
+    __slots__ = ()
+
+    def __getattr__(self, name: str) -> Awaitable[Any]:
+        return greenlet_spawn(_load_attribute, self._instance, name)
+
+
+def _load_attribute(obj: Any, name: str) -> Any:
+    state: Any = instance_state(obj)
+    if name in state.mapper.relationships and name not in state.dict:
+        state.manager[name].impl.get(
+            state, state.dict, passive=PassiveFlag.PASSIVE_OFF | PassiveFlag.NO_RAISE
+        )
+    return getattr(obj, name)
 
 
 class TimestampedIdMixin:

@@ -6,10 +6,10 @@ from datetime import datetime
 from typing import ClassVar
 
 from sqlalchemy import Boolean, ForeignKey, Index, String, func, text
-from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from alpha_data.models.base import Base, StrEnum, TimestampedIdMixin, enum_column
+from alpha_data.models.json import JsonList
 
 __all__ = ["ApiKey", "Role", "User"]
 
@@ -55,7 +55,7 @@ class ApiKey(TimestampedIdMixin, Base):
     prefix: Mapped[str] = mapped_column(String(16), unique=True)
     key_hash: Mapped[str] = mapped_column(String(128))
     permissions: Mapped[list[str]] = mapped_column(
-        JSONB, default=list, server_default=text("'[]'::jsonb")
+        JsonList, default=list, server_default=text("'[]'::jsonb")
     )
     expires_at: Mapped[datetime | None] = mapped_column(default=None)
     last_used: Mapped[datetime | None] = mapped_column(default=None)

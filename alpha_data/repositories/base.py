@@ -8,7 +8,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any, ClassVar, Generic, TypeVar
 
-from sqlalchemy import ColumnElement, Select, func, select, tuple_
+from sqlalchemy import JSON, ColumnElement, Select, func, select, tuple_
 from sqlalchemy import Enum as SAEnum
 from sqlalchemy.orm import InstrumentedAttribute
 
@@ -220,12 +220,16 @@ def _filter_value(name: str, column: InstrumentedAttribute[Any], value: Any) -> 
             return sa_type.enum_class(value)
         except ValueError:
             raise InvalidDataError(f"{name}: {repr(value)[:64]} is not an allowed value") from None
+    # By the column type, not python_type: JSON.python_type is dict up to
+    # SQLAlchemy 2.0 and object from 2.1 (JSONB derives from JSON).
+    if isinstance(sa_type, JSON):
+        raise InvalidDataError(f"cannot filter on JSON field {name!r} by equality")
     try:
         expected: type = sa_type.python_type
     except NotImplementedError:
         raise InvalidDataError(f"cannot filter on {name!r}") from None
-    if expected in (dict, list):
-        raise InvalidDataError(f"cannot filter on JSON field {name!r} by equality")
+    if expected not in _FILTERABLE:
+        raise InvalidDataError(f"cannot filter on {name!r} by equality")
     if expected is int:
         return check_id(value, name) if name == "id" or name.endswith("_id") else _int(name, value)
     if expected is Decimal:
@@ -237,6 +241,10 @@ def _filter_value(name: str, column: InstrumentedAttribute[Any], value: Any) -> 
     if expected is bool and not isinstance(value, bool):
         raise InvalidDataError(f"{name} must be true or false")
     return value
+
+
+#: Python types whose filter values are checked before they reach SQL (anything else refuses).
+_FILTERABLE = frozenset({int, Decimal, datetime, str, bool})
 
 
 def _int(name: str, value: Any) -> int:

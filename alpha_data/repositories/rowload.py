@@ -31,6 +31,7 @@ from sqlalchemy.orm import Session, configure_mappers
 from sqlalchemy.orm.attributes import instance_state
 
 from alpha_data._sa_internals import add_persistent, build_persistent, mark_loaded
+from alpha_data.models.json import track_json
 
 __all__ = ["RowLoader", "bulk_insert", "bulk_insert_keys", "row_loader"]
 
@@ -79,6 +80,7 @@ class RowLoader:
         for index, convert in self.converters:
             values[index] = convert(values[index])
         obj = build_persistent(self.mapper, zip(self.keys, values, strict=True))
+        track_json(obj)
         add_persistent(session, obj, self.identity_key(values[self.pk_index]))
         return obj
 
@@ -156,5 +158,6 @@ async def bulk_insert(
     pk_index = list(table.c).index(mapper.primary_key[0])
     for obj, row in zip(objs, rows, strict=True):
         obj.__dict__.update(zip(attr_keys, row, strict=True))
+        track_json(obj)
         mark_loaded(obj)  # loaded values, no pending changes
         add_persistent(sync, obj, mapper.identity_key_from_primary_key((row[pk_index],)))

@@ -8,7 +8,7 @@ from typing import Any
 from sqlalchemy import func, select, update
 
 from alpha_data.cache import TagSpec, cached, invalidate, invalidates
-from alpha_data.cache.keys import Unkeyable
+from alpha_data.cache.keys import Unkeyable, personal
 from alpha_data.errors import InvalidDataError, NotFoundError
 from alpha_data.models import ApiKey, User
 from alpha_data.repositories.base import Repository, check_id
@@ -17,15 +17,19 @@ __all__ = ["USER_EMAIL", "USER_ID", "USER_NAME", "ApiKeyRepository", "UserReposi
 
 
 def _email_key(email: Any) -> str:
-    """Emails match by lower(): only ASCII ones are cached (Python and PostgreSQL agree)."""
+    """Emails match by lower(): only ASCII ones are cached (Python and PostgreSQL agree).
+
+    Personal: the key and tag hold a keyed digest, never the address.
+    """
     if not isinstance(email, str) or not email.isascii():
         raise Unkeyable("only ASCII emails are cached")
-    return email.lower()
+    return personal(email.lower())
 
 
 # Cached reads of users (rows → tags: alpha_data.repositories.rules).
+# Usernames match exactly (no case folding or stripping), so only marking them personal.
 USER_ID = TagSpec("users", "id")
-USER_NAME = TagSpec("users", "username")
+USER_NAME = TagSpec("users", "username", normalize=personal)
 USER_EMAIL = TagSpec("users", "email", normalize=_email_key)
 
 

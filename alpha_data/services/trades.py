@@ -24,7 +24,7 @@ Concurrency and idempotency
 
 from __future__ import annotations
 
-from decimal import ROUND_HALF_EVEN, Context, Decimal
+from decimal import ROUND_HALF_EVEN, Decimal
 from functools import partial
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -34,6 +34,7 @@ from alpha_data import schema_names as names
 from alpha_data.errors import ConflictError, InvalidDataError, NotFoundError
 from alpha_data.events import PositionChanged, TradeExecuted
 from alpha_data.models import OrderType, Position, Side, Trade
+from alpha_data.money import MONEY, QUANTUM
 from alpha_data.repositories.base import check_id
 from alpha_data.services._common import Input, publish_after_commit, validate
 from alpha_data.validation import check_money, check_symbol, check_text
@@ -44,9 +45,8 @@ if TYPE_CHECKING:
 
 __all__ = ["record_trade", "weighted_entry_price"]
 
-#: Scale of Numeric(18, 8) money and quantity columns.
-QUANTUM = Decimal("0.00000001")
-_CALC = Context(prec=60, rounding=ROUND_HALF_EVEN)
+#: Every computation below uses the layer's context, never the caller's (see money.py).
+_CALC = MONEY
 _RACE_ATTEMPTS = 5
 _PORTFOLIO_FKS = frozenset({names.TRADES_PORTFOLIO_FK, names.POSITIONS_PORTFOLIO_FK})
 
@@ -218,7 +218,9 @@ async def _apply(db: Database, data: NewTrade, uow: UnitOfWork) -> Trade:
             )
         else:
             total = check_money(
-                position.quantity + data.quantity, "resulting position quantity", positive=True
+                _CALC.add(position.quantity, data.quantity),
+                "resulting position quantity",
+                positive=True,
             )
             position.entry_price = weighted_entry_price(
                 position.quantity, position.entry_price, data.quantity, data.price
@@ -234,7 +236,7 @@ async def _apply(db: Database, data: NewTrade, uow: UnitOfWork) -> Trade:
                 table="positions",
                 column="quantity",
             )
-        remaining = held - data.quantity
+        remaining = _CALC.subtract(held, data.quantity)
         if remaining == 0:
             await portfolios.delete_position(position)
             entry = None

@@ -18,6 +18,8 @@ import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects import postgresql
 
+from alpha_data.migration_safety import refuse_data_loss
+
 revision: str = "0001"
 down_revision: str | None = None
 branch_labels: str | Sequence[str] | None = None
@@ -320,6 +322,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    refuse_data_loss(*TABLES)  # -x allow_data_loss=true to drop rows
     # Dropping the tables drops their triggers; the function goes last.
     op.drop_index(
         "uq_trades_external_id",

@@ -30,6 +30,8 @@ from datetime import date, datetime, timedelta, timezone
 
 from alembic import op
 
+from alpha_data.migration_safety import refuse_data_loss
+
 revision: str = "0002"
 down_revision: str | None = "0001"
 branch_labels: str | Sequence[str] | None = None
@@ -73,6 +75,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    refuse_data_loss("alphapulse.metrics")  # -x allow_data_loss=true to drop rows
     # Dropping the parent drops every partition and the partitioned index.
     op.execute("DROP TABLE alphapulse.metrics")
     # RESTRICT: the schema stays when objects this revision did not create live in it.

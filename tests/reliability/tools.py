@@ -294,6 +294,9 @@ class TcpProxy:
     def __init__(self, host: str, port: int) -> None:
         self.target = (host, port)
         self.port = 0
+        #: Blackhole mode: bytes are read and dropped in both directions, sockets stay
+        #: open and new connections are accepted but never reach the target.
+        self.silent = False
         self._server: asyncio.base_events.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -322,7 +325,28 @@ class TcpProxy:
         if server is not None:
             await server.wait_closed()
 
+    def blackhole(self, on: bool = True) -> None:
+        """Go silent (or forward again): nothing is forwarded, nothing is closed or reset.
+
+        What a dead network path looks like to both ends (a firewall dropping
+        packets, a hung NAT entry): writes succeed, replies never come.
+        """
+        self.silent = on
+
+    async def _swallow(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._writers.add(writer)
+        try:
+            while await reader.read(65536):
+                pass
+        except (ConnectionError, asyncio.CancelledError):
+            pass
+
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self.silent:
+            task = asyncio.ensure_future(self._swallow(reader, writer))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+            return
         try:
             up_reader, up_writer = await asyncio.open_connection(*self.target)
         except OSError:
@@ -337,6 +361,8 @@ class TcpProxy:
     async def _pipe(self, src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
         try:
             while data := await src.read(65536):
+                if self.silent:
+                    continue  # dropped on the floor; the connection stays open
                 dst.write(data)
                 await dst.drain()
         except (ConnectionError, asyncio.CancelledError):
