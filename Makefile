@@ -12,7 +12,7 @@ export PYENV_VERSION := $(PYENV_ALL)
 endif
 export UV_PYTHON_DOWNLOADS := never
 
-.PHONY: venv demo test bench lint typecheck services test-services clean lock deps-upgrade deps-latest
+.PHONY: venv demo test test-legs test-checks bench lint typecheck services test-services clean lock deps-upgrade deps-latest
 
 # Every install comes from the committed lock (lock/*.txt, see docs/decisions.md):
 # a clone made next month installs exactly what passed today.
@@ -46,8 +46,19 @@ demo: venv
 	  $(BIN)/alpha-data demo --embedded; \
 	fi
 
+# The matrix in two halves at once (two cores): the eight test legs, and every
+# other default session; each half's output is printed whole when it ends.
+# `.venv/bin/nox` alone runs the same sessions one after another.
+CHECKS := lint typecheck migrations reliability fuzz scaleout bench-smoke extension embedded
+
 test: test-services venv
-	$(BIN)/nox
+	@$(MAKE) --no-print-directory -j2 --output-sync=target test-legs test-checks
+
+test-legs: venv
+	$(BIN)/nox -s tests
+
+test-checks: venv
+	$(BIN)/nox -s $(CHECKS)
 
 bench: services venv
 	$(BIN)/alpha-data bench
