@@ -18,13 +18,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import uuid
 from collections.abc import Sequence
 from datetime import datetime
 from decimal import Decimal
 from types import TracebackType
 from typing import Any, ClassVar, Generic, TypeVar
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from alpha_data.cache.backends import CacheBackend, CacheUnavailable, PubSubLink
 from alpha_data.cache.breaker import Breaker
@@ -36,6 +37,7 @@ __all__ = [
     "PositionChanged",
     "Subscription",
     "TradeExecuted",
+    "event_type",
 ]
 
 log = logging.getLogger("alpha_data.events")
@@ -45,11 +47,34 @@ E = TypeVar("E", bound="Event")
 _MAX_BACKOFF = 5.0
 
 
+_TYPES: dict[str, type[Event]] = {}
+
+
 class Event(BaseModel):
-    """Base of every event; ``channel`` names the channel it travels on."""
+    """Base of every event; ``channel`` names the channel it travels on.
+
+    ``event_id`` is unique (consumers drop duplicates by it); ``sequence`` is
+    the per-aggregate number the outbox assigns at commit (0 until then).
+    """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
     channel: ClassVar[str] = "event"
+    event_id: str = Field(default_factory=lambda: uuid.uuid4().hex)
+    sequence: int = 0
+
+    @classmethod
+    def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
+        super().__pydantic_init_subclass__(**kwargs)
+        _TYPES[cls.channel] = cls
+
+    def aggregate_key(self) -> str:
+        """The aggregate whose order the sequence keeps (e.g. ``portfolio:12``)."""
+        return self.channel
+
+
+def event_type(channel: str) -> type[Event]:
+    """The event class travelling on ``channel`` (KeyError for an unknown one)."""
+    return _TYPES[channel]
 
 
 class TradeExecuted(Event):
@@ -64,6 +89,9 @@ class TradeExecuted(Event):
     price: Decimal
     executed_at: datetime
 
+    def aggregate_key(self) -> str:
+        return f"portfolio:{self.portfolio_id}"
+
 
 class PositionChanged(Event):
     """A position's quantity changed (0 means it was closed)."""
@@ -74,6 +102,9 @@ class PositionChanged(Event):
     quantity: Decimal
     entry_price: Decimal | None
 
+    def aggregate_key(self) -> str:
+        return f"portfolio:{self.portfolio_id}"
+
 
 class AlertRaised(Event):
     """An alert was committed."""
@@ -83,6 +114,9 @@ class AlertRaised(Event):
     title: str
     severity: str
     source: str
+
+    def aggregate_key(self) -> str:
+        return f"alert:{self.alert_id}"
 
 
 class Subscription(Generic[E]):
@@ -223,6 +257,21 @@ class EventBus:
             return False
         self.published += len(events)
         return True
+
+    async def deliver(self, events: Sequence[Event]) -> None:
+        """Send ``events`` in order in one round trip; raises CacheUnavailable when they cannot."""
+        if not events:
+            return
+        messages = [
+            (self.channel_for(type(event)), event.model_dump_json().encode()) for event in events
+        ]
+        try:
+            await self.backend.publish_many(messages)
+        except CacheUnavailable as exc:
+            self.failed += len(events)
+            self.breaker.failure(exc, "deliver")
+            raise
+        self.published += len(events)
 
     def subscribe(self, *event_types: type[E], reconnect_delay: float = 0.2) -> Subscription[E]:
         """An async iterator of events of these types (see Subscription)."""
