@@ -8,6 +8,7 @@ events) that committing processes could not, until SIGINT/SIGTERM.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 import sys
@@ -44,10 +45,8 @@ async def _relay(settings: Settings, seconds: float) -> None:
     try:
         db.start_relay()
         console.print(f"relaying outbox rows of prefix {db.outbox.prefix!r}", highlight=False)
-        try:
+        with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(stop.wait(), seconds or None)
-        except asyncio.TimeoutError:
-            pass
         figures = db.outbox.stats()
         console.print(
             f"delivered {figures.redelivered} rows; backlog {figures.backlog}", highlight=False
