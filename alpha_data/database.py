@@ -99,7 +99,9 @@ class Database:
             negative_ttl=s.cache_negative_ttl,
             enabled=s.cache_enabled,
         )
-        self.events = EventBus(self.cache.backend, prefix=s.cache_prefix)
+        self.events = EventBus(
+            self.cache.backend, prefix=s.cache_prefix, stream_maxlen=s.event_stream_maxlen
+        )
         self._closed = False
 
     def _make_engine(self, url: str) -> AsyncEngine:

@@ -106,6 +106,15 @@ class Settings(BaseSettings):
     cache_negative_ttl: float = Field(default=30.0, gt=0)
     cache_prefix: str = Field(default="alpha", min_length=1, max_length=64)
     redis_socket_timeout: float = Field(default=0.5, gt=0)
+    event_stream_maxlen: int = Field(
+        default=100_000,
+        ge=0,
+        description=(
+            "Retention of each event stream (<prefix>:stream:<channel>): entries beyond about "
+            "this many are trimmed (XADD MAXLEN ~), acknowledged or not; 0 keeps every entry "
+            "(docs/events.md)."
+        ),
+    )
     api_key_pepper: SecretStr | None = Field(
         default=None, description="Server-side secret mixed into API-key hashes (HMAC key)."
     )
