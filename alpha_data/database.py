@@ -102,7 +102,9 @@ class Database:
             negative_ttl=s.cache_negative_ttl,
             enabled=s.cache_enabled,
         )
-        self.events = EventBus(self.cache.backend, prefix=s.cache_prefix)
+        self.events = EventBus(
+            self.cache.backend, prefix=s.cache_prefix, stream_maxlen=s.event_stream_maxlen
+        )
         #: After-commit effects written in each transaction (alpha_data.outbox).
         self.outbox = Outbox(self._outbox_engine(), self.cache, self.events, s.outbox_grace)
         self.relay: Relay | None = None

@@ -133,6 +133,15 @@ class Settings(BaseSettings):
         gt=0,
         description="health() is degraded while the oldest undelivered outbox row is older (s).",
     )
+    event_stream_maxlen: int = Field(
+        default=100_000,
+        ge=0,
+        description=(
+            "Retention of each event stream (<prefix>:stream:<channel>): entries beyond about "
+            "this many are trimmed (XADD MAXLEN ~), acknowledged or not; 0 keeps every entry "
+            "(docs/events.md)."
+        ),
+    )
     api_key_pepper: SecretStr | None = Field(
         default=None, description="Server-side secret mixed into API-key hashes (HMAC key)."
     )

@@ -22,6 +22,7 @@ __all__ = [
     "CacheUnavailable",
     "PubSubLink",
     "Store",
+    "StreamEntry",
     "make_cache_backend",
 ]
 
@@ -45,6 +46,15 @@ class Store(NamedTuple):
     seen: Sequence[bytes]
     fresh: Sequence[str]
     tag_ttl: float
+
+
+class StreamEntry(NamedTuple):
+    """One event to deliver: appended to ``stream`` and published on ``channel``."""
+
+    stream: str
+    fields: Sequence[tuple[str, bytes]]
+    channel: str
+    message: bytes
 
 
 class PubSubLink(Protocol):
@@ -90,6 +100,14 @@ class CacheBackend(Protocol):
 
     async def publish_many(self, messages: Sequence[tuple[str, bytes]]) -> None:
         """Send several ``(channel, message)`` pairs in one round trip, in order."""
+        ...
+
+    async def deliver(self, entries: Sequence[StreamEntry], maxlen: int) -> None:
+        """Append each entry to its stream and publish it, in order, in one round trip.
+
+        Streams are trimmed to about ``maxlen`` entries (0: never trimmed).
+        Raises CacheUnavailable unless every entry was appended.
+        """
         ...
 
     async def subscribe(self, channels: Sequence[str]) -> PubSubLink:

@@ -13,7 +13,8 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from alpha_data.cache.backends import Store
+from alpha_data.cache.backends import Store, StreamEntry
+from alpha_data.cache.memory_streams import MemoryStreams
 
 __all__ = ["MemoryBackend"]
 
@@ -45,6 +46,7 @@ class MemoryBackend:
         self.max_items = max_items
         self.data: dict[str, tuple[bytes, float]] = {}
         self.subscribers: dict[str, list[_MemoryLink]] = {}
+        self.streams = MemoryStreams()
 
     def _get(self, key: str) -> bytes | None:
         item = self.data.get(key)
@@ -114,6 +116,12 @@ class MemoryBackend:
         for channel, message in messages:
             await self.publish(channel, message)
 
+    async def deliver(self, entries: Sequence[StreamEntry], maxlen: int) -> None:
+        """Append each entry to its in-process stream and publish it, in order."""
+        for entry in entries:
+            self.streams.append(entry.stream, entry.fields, maxlen)
+            await self.publish(entry.channel, entry.message)
+
     async def subscribe(self, channels: Sequence[str]) -> _MemoryLink:
         """A link that receives what is published on ``channels`` from now on."""
         link = _MemoryLink(self, channels)
@@ -135,3 +143,4 @@ class MemoryBackend:
     async def close(self) -> None:
         """Forget everything."""
         self.data.clear()
+        self.streams.clear()

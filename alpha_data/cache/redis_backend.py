@@ -30,7 +30,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import NoScriptError, RedisClusterException, RedisError
 
-from alpha_data.cache.backends import CacheUnavailable, Store
+from alpha_data.cache.backends import CacheUnavailable, Store, StreamEntry
 from alpha_data.cache.redis_client import redis_client
 
 __all__ = ["STORE_SCRIPT", "RedisBackend"]
@@ -187,6 +187,24 @@ class RedisBackend:
                 await pipe.execute()
         except _FAILURES as exc:
             raise CacheUnavailable(type(exc).__name__) from None
+
+    async def deliver(self, entries: Sequence[StreamEntry], maxlen: int) -> None:
+        """XADD (``MAXLEN ~ maxlen``) + PUBLISH per entry in one MULTI/EXEC round trip."""
+        if not entries:
+            return
+        try:
+            async with self.client.pipeline(transaction=True) as pipe:
+                for entry in entries:
+                    trim = ("MAXLEN", "~", maxlen) if maxlen > 0 else ()
+                    fields = [part for pair in entry.fields for part in pair]
+                    pipe.execute_command("XADD", entry.stream, *trim, "*", *fields)
+                    pipe.publish(entry.channel, entry.message)
+                results = await pipe.execute(raise_on_error=False)
+        except _FAILURES as exc:
+            raise CacheUnavailable(type(exc).__name__) from None
+        for result in results:
+            if isinstance(result, Exception):
+                raise CacheUnavailable(f"deliver failed: {type(result).__name__}")
 
     async def subscribe(self, channels: Sequence[str]) -> _RedisLink:
         """SUBSCRIBE on a connection of its own and wait for every confirmation."""
