@@ -33,6 +33,8 @@ ALL_TABLES = (
     "users",
     "alerts",
     "alphapulse.metrics",  # partitioned: TRUNCATE empties every partition
+    "alphapulse.outbox",
+    "alphapulse.event_sequences",  # ids restart: so must the per-aggregate sequences
 )
 
 

@@ -98,7 +98,7 @@ def last_quantities(changes: Sequence[PositionChanged]) -> dict[tuple[int, str],
 
 
 class CommitReplyDropper(TcpProxy):
-    """A PostgreSQL proxy; ``armed`` connections lose the reply to their next COMMIT.
+    """A PostgreSQL proxy; while ``armed``, the next COMMIT of a trade loses its reply.
 
     The COMMIT reaches the server (and commits); the connection is then cut
     before a byte of the reply goes back, which the client sees as a lost
@@ -128,9 +128,11 @@ class CommitReplyDropper(TcpProxy):
     async def _upstream(
         self, src: asyncio.StreamReader, dst: asyncio.StreamWriter, client: Any, cut: asyncio.Event
     ) -> None:
+        wrote_trade = False  # only the COMMIT of a transaction that inserted a trade
         try:
             while data := await src.read(65536):
-                if self.armed > 0 and b"COMMIT" in data:
+                wrote_trade = wrote_trade or b"INSERT INTO trades" in data
+                if self.armed > 0 and wrote_trade and b"COMMIT" in data:
                     self.armed -= 1
                     self.dropped += 1
                     cut.set()  # the reply is not forwarded
