@@ -4,8 +4,9 @@ Every backend failure becomes "no cache" for the caller: reads go to
 PostgreSQL, commits still commit. Invalidations that could not be delivered
 are kept (up to ``MAX_PENDING`` tags) and delivered before this process
 reads from the cache again; past that bound everything under the prefix is
-deleted once the backend answers. Other processes holding entries that a
-lost invalidation should have removed serve them at most until their TTL.
+deleted once the backend answers. Other processes get them from the
+transactional outbox (alpha_data.outbox): any live relay of the prefix
+delivers them again (see docs/caching.md for the bound).
 """
 
 from __future__ import annotations
@@ -183,7 +184,7 @@ class Cache:
 
     # -- invalidation --------------------------------------------------------
 
-    async def invalidate(self, tags: Iterable[str]) -> bool:
+    async def invalidate(self, tags: Iterable[str], *, probe: bool = False) -> bool:
         """Bump ``tags`` (and whatever earlier failures left) and delete their entity keys.
 
         Every call sends its own tags: a concurrent delivery of the same tag
@@ -191,13 +192,15 @@ class Cache:
         failure the tags are kept and delivered before this process reads
         from the cache again. Returns True when delivered. Bumping a tag
         twice is harmless (a fresh random token), so redelivery is safe.
+        ``probe=True`` tries even while the circuit is open (the outbox relay:
+        a recovered Redis is used at once).
         """
         if not self.enabled:
             return True
         mine = set(tags)
         if not mine and not self._pending and not self._overflowed:
             return True
-        return await self._redeliver(wait=True, mine=mine)
+        return await self._redeliver(wait=True, mine=mine, probe=probe)
 
     def _keep(self, tags: Iterable[str]) -> None:
         if self._overflowed:
@@ -214,14 +217,16 @@ class Cache:
             self._pending.clear()
             self._overflowed = True
 
-    async def _redeliver(self, *, wait: bool, mine: set[str] | None = None) -> bool:
+    async def _redeliver(
+        self, *, wait: bool, mine: set[str] | None = None, probe: bool = False
+    ) -> bool:
         """Deliver ``mine`` plus what is pending; readers (``wait=False``) never queue.
 
         A pending tag is dropped only if nobody kept it again while the
         batch was in flight (its generation is unchanged).
         """
         mine = mine or set()
-        if (self._delivering.locked() and not wait) or not self.breaker.allow():
+        if (self._delivering.locked() and not wait) or not (probe or self.breaker.allow()):
             self._keep(mine)
             return False
         async with self._delivering:

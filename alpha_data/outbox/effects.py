@@ -70,9 +70,12 @@ def from_payload(payload: Mapping[str, Any], taken: Mapping[str, int]) -> Effect
     return Effects(tags=list(payload.get("tags", ())), events=sequenced(events, taken))
 
 
-async def deliver(cache: Cache, bus: EventBus, effects: Effects) -> None:
-    """Invalidate the tags, then deliver the events; raises CacheUnavailable on failure."""
-    if effects.tags and not await cache.invalidate(effects.tags):
+async def deliver(cache: Cache, bus: EventBus, effects: Effects, *, probe: bool = False) -> None:
+    """Invalidate the tags, then deliver the events; raises CacheUnavailable on failure.
+
+    ``probe`` (relays) tries Redis even while the cache's circuit is open.
+    """
+    if effects.tags and not await cache.invalidate(effects.tags, probe=probe):
         raise CacheUnavailable("cache invalidation was not delivered")
     if effects.events:
         await bus.deliver(effects.events)

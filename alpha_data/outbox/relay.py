@@ -59,6 +59,7 @@ class Relay:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._listener: Any = None
+        self._failed = False
 
     # -- lifecycle -------------------------------------------------------------
 
@@ -92,11 +93,21 @@ class Relay:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                log.warning("outbox relay cycle failed (%s); retrying", type(exc).__name__)
+                self._failing(exc)
                 wait = self.poll_interval
+            else:
+                if self._failed:
+                    log.info("outbox relay works again")
+                self._failed = False
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), wait)
             self._wake.clear()
+
+    def _failing(self, exc: Exception) -> None:
+        """Warn once per outage (PostgreSQL unreachable...), then only at DEBUG."""
+        level = logging.DEBUG if self._failed else logging.WARNING
+        log.log(level, "outbox relay cycle failed (%s); retrying", type(exc).__name__)
+        self._failed = True
 
     # -- one batch -------------------------------------------------------------
 
@@ -112,7 +123,7 @@ class Relay:
             if bad:
                 await rows.postpone(conn, bad, POISON_DELAY)
             try:
-                await deliver(outbox.cache, outbox.events, effects)
+                await deliver(outbox.cache, outbox.events, effects, probe=True)
             except Exception as exc:
                 attempts = max(r.attempts for r in claimed)
                 await rows.postpone(conn, list(good), backoff(attempts))
