@@ -1,6 +1,7 @@
 """The in-process backend (``redis_url = memory://``): Redis semantics without Redis.
 
-Same entry format, tag tokens, conditional store, TTLs and pub/sub as the
+Same entry format, tag tokens, conditional store, TTLs, pub/sub and streams
+with consumer groups (memory_streams) as the
 Redis backend, for development and unit tests; one process only. It holds
 at most ``max_items`` keys: expired ones go first, then the oldest (dropping
 a tag only turns the entries under it into misses).
@@ -13,7 +14,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from alpha_data.cache.backends import Store, StreamEntry
+from alpha_data.cache.backends import Store, StreamEntry, StreamMessage
 from alpha_data.cache.memory_streams import MemoryStreams
 
 __all__ = ["MemoryBackend"]
@@ -121,6 +122,26 @@ class MemoryBackend:
         for entry in entries:
             self.streams.append(entry.stream, entry.fields, maxlen)
             await self.publish(entry.channel, entry.message)
+
+    async def stream_group(self, stream: str, group: str, start: str) -> None:
+        """Create the group on the in-process stream unless it exists."""
+        self.streams.create_group(stream, group, start)
+
+    async def stream_read(
+        self, group: str, consumer: str, streams: Sequence[str], count: int, block: float
+    ) -> list[StreamMessage]:
+        """New entries for ``consumer`` of ``group``, waiting up to ``block`` s."""
+        return await self.streams.read(group, consumer, streams, count, block)
+
+    async def stream_ack(self, stream: str, group: str, entry_ids: Sequence[str]) -> int:
+        """Acknowledge entries."""
+        return self.streams.ack(stream, group, entry_ids)
+
+    async def stream_claim(
+        self, stream: str, group: str, consumer: str, min_idle: float, count: int, start: str
+    ) -> tuple[str, list[StreamMessage], list[str]]:
+        """Take over entries pending longer than ``min_idle`` s."""
+        return self.streams.claim(stream, group, consumer, min_idle, count, start)
 
     async def subscribe(self, channels: Sequence[str]) -> _MemoryLink:
         """A link that receives what is published on ``channels`` from now on."""

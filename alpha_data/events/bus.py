@@ -9,6 +9,7 @@
   ``CacheUnavailable`` on any failure, so the caller keeps the events and
   delivers them again later (at least once).
 * ``subscribe`` — pub/sub iterator (``Subscription``).
+* ``consume`` — consumer-group iterator of deliveries (``Consumer``).
 
 See docs/events.md for the guarantees side by side.
 """
@@ -20,6 +21,7 @@ from typing import Any, Protocol, TypeVar
 
 from alpha_data.cache.backends import CacheBackend, CacheUnavailable, StreamEntry
 from alpha_data.cache.breaker import Breaker
+from alpha_data.events.consumer import Consumer
 from alpha_data.events.models import Event
 from alpha_data.events.subscription import Subscription
 
@@ -133,6 +135,41 @@ class EventBus:
         subscription = Subscription(self, event_types, reconnect_delay)
         self._open.add(subscription)
         return subscription
+
+    def consume(
+        self,
+        group: str,
+        *event_types: type[E],
+        consumer: str | None = None,
+        batch: int = 100,
+        block: float = 1.0,
+        idle: float = 30.0,
+        history: bool = True,
+        reconnect_delay: float = 0.1,
+    ) -> Consumer[E]:
+        """Durable deliveries of these event types for ``consumer`` of ``group`` (see Consumer).
+
+        ``batch``: entries read per stream at once; ``block``: seconds one read
+        waits for news; ``idle``: seconds after which another consumer's
+        unacknowledged delivery is claimed (longer than handling a batch
+        takes); ``history``: a new group starts at the oldest retained entry
+        (False: at the next one delivered). ``consumer`` defaults to a name
+        unique to this object: give a stable one to let a restarted process
+        see its own pending entries first (after ``idle``).
+        """
+        made = Consumer(
+            self,
+            group,
+            event_types,
+            consumer=consumer,
+            batch=batch,
+            block=block,
+            idle=idle,
+            history=history,
+            reconnect_delay=reconnect_delay,
+        )
+        self._open.add(made)
+        return made
 
     def forget(self, closed: Any) -> None:
         """Called by a subscription or consumer when it closes."""
