@@ -336,10 +336,13 @@ class UnitOfWork:
             self._scope.tags = set()
         if recorded is not None and self._outbox is not None:
             await self._outbox.deliver(recorded)
-        elif self._outbox is None:  # no outbox (a bare UnitOfWork): best effort
+        elif self._outbox is None:  # no outbox (a bare UnitOfWork): best effort, from memory
             await self._invalidate()
             if events and self.events is not None:
-                await self.events.publish_many(events)
+                try:
+                    await self.events.deliver(events)
+                except Exception:
+                    log.warning("events of a commit without an outbox were not delivered")
 
     async def _invalidate(self) -> None:
         """Deliver the cache invalidations of what was written (a failure is only logged)."""

@@ -31,6 +31,10 @@ __all__ = ["Outbox", "OutboxStats", "Recorded"]
 
 log = logging.getLogger("alpha_data.outbox")
 
+#: How long delivered row ids gather before one DELETE removes them (well under
+#: ``outbox_grace``, after which a relay could deliver them again).
+FLUSH_DELAY = 0.05
+
 
 @dataclass(frozen=True)
 class Recorded:
@@ -110,7 +114,7 @@ class Outbox:
 
     async def _flush(self) -> None:
         """Delete delivered rows and release undelivered ones, batched, until none wait."""
-        await asyncio.sleep(0)  # let the commits of this loop iteration join the batch
+        await asyncio.sleep(FLUSH_DELAY)  # let the commits of the next moments join the batch
         while self._done or self._released:
             done, self._done = self._done, []
             released, self._released = self._released, []
