@@ -96,7 +96,8 @@ class Outbox:
             await deliver(self.cache, self.events, recorded.effects)
         except Exception as exc:
             self.deferred += 1
-            log.warning(
+            # DEBUG: the cache/events breakers already warn once per outage.
+            log.debug(
                 "after-commit effects left to the outbox relay (%s)",
                 type(exc).__name__,
                 extra={"outbox_id": recorded.id},
