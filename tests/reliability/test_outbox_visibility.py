@@ -1,4 +1,4 @@
-"""The outbox is visible (issue 16): backlog and oldest age in stats, Prometheus and health.
+"""The outbox is visible and prompt (issue 16): backlog and age in stats, Prometheus, health; NOTIFY.
 
 A writer whose Redis refuses connections leaves its commits to the relays;
 with no relay running the backlog grows old, ``db.health()`` degrades past
@@ -65,6 +65,29 @@ async def test_backlog_age_and_health_show_undelivered_effects(settings: Setting
         await eventually(delivered, within=5.0)
         assert writer.stats().outbox.backlog == 0
         assert relay.stats().outbox.redelivered >= 1
+    finally:
+        await writer.close()
+        await relay.close()
+
+
+async def test_a_notify_wakes_a_relay_long_before_its_poll(settings: Settings) -> None:
+    relay = Database(with_settings(settings, outbox_poll_interval=30.0))
+    writer = Database(
+        with_settings(settings, redis_url=await refused_redis_url(settings), outbox_relay=False)
+    )
+    await relay.connect()  # its relay now sleeps up to 30 s unless NOTIFY wakes it
+    await writer.connect()
+    try:
+        (pid,) = await portfolio_ids(writer, 1)
+        await asyncio.sleep(0.3)  # the relay has gone to sleep on an empty backlog
+        await record_trade(
+            writer, portfolio_id=pid, symbol="AAPL", side="buy", quantity="1", price="2"
+        )  # the fast path fails: the writer marks its rows due and NOTIFYs
+
+        async def delivered() -> bool:
+            return relay.stats().outbox.redelivered >= 2  # the portfolio and the trade
+
+        await eventually(delivered, within=10.0)
     finally:
         await writer.close()
         await relay.close()
