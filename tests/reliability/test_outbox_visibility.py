@@ -1,4 +1,4 @@
-"""The outbox is visible and prompt (issue 16): backlog and age in stats, Prometheus, health; NOTIFY.
+"""The outbox is visible and prompt (issue 16): backlog, age, health, Prometheus; NOTIFY.
 
 A writer whose Redis refuses connections leaves its commits to the relays;
 with no relay running the backlog grows old, ``db.health()`` degrades past
