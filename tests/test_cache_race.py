@@ -11,10 +11,13 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
+from decimal import Decimal
 from typing import Any
 
-from alpha_data import Settings
+from alpha_data import Database, Settings
 from alpha_data.cache import Cache, make_cache_backend
+from alpha_data.services import create_portfolio, get_cached_portfolio, record_trade
+from tests.reliability.tools import TcpProxy
 
 
 class HeldBackend:
@@ -80,3 +83,76 @@ async def test_a_failed_tag_kept_again_during_delivery_stays_pending(settings: S
     finally:
         await backend.client.delete(cache.tag_key("users:2"), cache.tag_key("users:3"))
         await cache.close()
+
+
+class LateRepliesProxy(TcpProxy):
+    """A Redis proxy whose replies arrive ``delay`` seconds late (the issue's 20 ms)."""
+
+    def __init__(self, host: str, port: int, delay: float) -> None:
+        super().__init__(host, port)
+        self.delay = delay
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection(*self.target)
+        self._writers.update((writer, up_writer))
+        for task in (
+            asyncio.ensure_future(self._pipe(reader, up_writer)),
+            asyncio.ensure_future(self._late(up_reader, writer)),
+        ):
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _late(self, src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+        try:
+            while data := await src.read(65536):
+                await asyncio.sleep(self.delay)
+                dst.write(data)
+                await dst.drain()
+        except (ConnectionError, asyncio.CancelledError):
+            pass
+        finally:
+            dst.transport.abort()
+
+
+async def test_concurrent_trades_with_late_redis_replies_leave_no_stale_read(
+    settings: Settings, real_db: Database
+) -> None:
+    """8 concurrent record_trade per burst, the writer's Redis replies 20 ms late, another
+    Database reading all along: once the burst's commits returned, its read is fresh.
+
+    The issue's scenario end to end; the race itself is timing-dependent here (the
+    tests above force it), so this is the behavioural check, not the reproduction.
+    """
+    port = int(settings.redis_url.split(":")[2].split("/")[0])
+    proxy = LateRepliesProxy("127.0.0.1", port, 0.02)
+    await proxy.start()
+    late = settings.redis_url.replace(f":{port}/", f":{proxy.port}/")
+    writer = Database(settings.model_copy(update={"redis_url": late, "redis_socket_timeout": 2.0}))
+    reader = real_db  # its tables are truncated afterwards
+    await writer.connect()
+    stop = asyncio.Event()
+    try:
+        pid = (await create_portfolio(writer, name="late")).id
+
+        async def read_all_along() -> None:
+            while not stop.is_set():
+                await get_cached_portfolio(reader, pid)
+
+        readers = [asyncio.create_task(read_all_along()) for _ in range(2)]
+        for burst in range(1, 6):
+            await asyncio.gather(
+                *(
+                    record_trade(
+                        writer, portfolio_id=pid, symbol="AAPL", side="buy", quantity="1", price="1"
+                    )
+                    for _ in range(8)
+                )
+            )
+            got = await get_cached_portfolio(reader, pid)
+            assert got is not None and [p.quantity for p in got.positions] == [Decimal(8 * burst)]
+        stop.set()
+        await asyncio.gather(*readers)
+    finally:
+        stop.set()
+        await writer.close()
+        await proxy.stop()
