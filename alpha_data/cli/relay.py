@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib
 import logging
 import signal
 import sys
 
 import typer
 
-from alpha_data.cli.common import app, console, load_settings, run
+from alpha_data.cli.common import app, console, fail, load_settings, run
 from alpha_data.database import Database
 from alpha_data.settings import Settings
 
@@ -27,8 +28,22 @@ def relay(
     seconds: float = typer.Option(
         0.0, "--seconds", min=0.0, help="Stop after this many seconds (0: until a signal)."
     ),
+    modules: list[str] = typer.Option(  # noqa: B008 - typer's declaration style
+        [],
+        "--import",
+        help="Import this module first (repeatable): registers an application's event classes.",
+    ),
 ) -> None:
-    """Deliver undelivered outbox rows of ALPHA_DATA_CACHE_PREFIX until stopped."""
+    """Deliver undelivered outbox rows of ALPHA_DATA_CACHE_PREFIX until stopped.
+
+    Rows holding events of classes this process does not know are left for a
+    relay that does (logged at ERROR): pass ``--import myapp.events``.
+    """
+    for name in modules:
+        try:
+            importlib.import_module(name)
+        except ImportError as exc:
+            raise fail(f"cannot import {name!r} ({type(exc).__name__})") from None
     settings = load_settings()
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(message)s")

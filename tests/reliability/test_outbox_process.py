@@ -145,3 +145,41 @@ async def test_user_disabled_while_redis_pauses_writes_is_refused_elsewhere(
         finally:
             await writer.close()
             await other.close()
+
+
+async def test_alpha_data_relay_process_delivers_what_a_writer_left(settings: Settings) -> None:
+    from tests.reliability.test_outbox_visibility import refused_redis_url
+
+    writer = Database(
+        with_settings(settings, redis_url=await refused_redis_url(settings), outbox_relay=False)
+    )
+    await writer.connect()
+    try:
+        await portfolio_ids(writer, 1)
+        assert writer.stats().outbox.deferred == 1
+    finally:
+        await writer.close()
+    assert await backlog(settings.database_url, settings.cache_prefix) == 1
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT),
+        "ALPHA_DATA_DATABASE_URL": settings.database_url,
+        "ALPHA_DATA_REDIS_URL": settings.redis_url,
+        "ALPHA_DATA_CACHE_PREFIX": settings.cache_prefix,
+    }
+    relay = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        "from alpha_data.cli import main; main()",  # the `alpha-data` console script
+        "relay",
+        "--seconds",
+        "3",
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await relay.communicate()
+    assert relay.returncode == 0, err.decode()[-500:]
+    assert "delivered 1 rows; backlog 0" in out.decode()
+    assert "outbox relay delivered 1 rows" in err.decode()  # the INFO line, no payload
+    assert await backlog(settings.database_url, settings.cache_prefix) == 0
