@@ -33,6 +33,15 @@ def with_settings(settings: Settings, **changes: Any) -> Settings:
     return settings.model_copy(update=changes)
 
 
+async def refused_redis_url(settings: Settings) -> str:
+    """A Redis URL whose port refuses connections (a proxy that was stopped)."""
+    port = int(settings.redis_url.split(":")[2].split("/")[0])
+    proxy = TcpProxy("127.0.0.1", port)
+    await proxy.start()
+    await proxy.stop()
+    return settings.redis_url.replace(f":{port}/", f":{proxy.port}/")
+
+
 async def stream_events(db: Database, event_type: type[E]) -> list[E]:
     """Every entry of ``event_type``'s stream, oldest first (duplicates included)."""
     client = redis_asyncio.Redis.from_url(db.settings.redis_url, socket_timeout=10)

@@ -14,19 +14,14 @@ import pytest
 
 from alpha_data import Database, Settings
 from alpha_data.services import record_trade
-from tests.reliability.outbox_tools import eventually, portfolio_ids, with_settings
-from tests.reliability.tools import TcpProxy
+from tests.reliability.outbox_tools import (
+    eventually,
+    portfolio_ids,
+    refused_redis_url,
+    with_settings,
+)
 
 pytestmark = pytest.mark.usefixtures("truncate_after")
-
-
-async def refused_redis_url(settings: Settings) -> str:
-    """A Redis URL whose port refuses connections (a proxy that was stopped)."""
-    port = int(settings.redis_url.split(":")[2].split("/")[0])
-    proxy = TcpProxy("127.0.0.1", port)
-    await proxy.start()
-    await proxy.stop()
-    return settings.redis_url.replace(f":{port}/", f":{proxy.port}/")
 
 
 async def test_backlog_age_and_health_show_undelivered_effects(settings: Settings) -> None:
@@ -64,7 +59,11 @@ async def test_backlog_age_and_health_show_undelivered_effects(settings: Setting
 
         await eventually(delivered, within=5.0)
         assert writer.stats().outbox.backlog == 0
-        assert relay.stats().outbox.redelivered >= 1
+
+        async def counted() -> bool:  # counted once the relay task saw its COMMIT return
+            return relay.stats().outbox.redelivered >= 1
+
+        await eventually(counted, within=2.0)
     finally:
         await writer.close()
         await relay.close()
