@@ -36,6 +36,7 @@ from alpha_data.events import EventBus
 from alpha_data.health import ComponentHealth
 from alpha_data.observability import probes, sqlhooks
 from alpha_data.observability.stats import Counters, EventStats, PoolStats, Stats
+from alpha_data.outbox import Outbox, Relay
 from alpha_data.pgbouncer import check_statement_timeout, connect_args
 from alpha_data.repositories.rules import register_rules
 from alpha_data.routing import Router, primary_read_options, session_options
@@ -73,6 +74,8 @@ class Health:
     pool: dict[str, int]
     #: One entry per configured read replica, keyed by ``host:port/database``.
     replicas: dict[str, ComponentHealth] = field(default_factory=dict)
+    #: Undelivered after-commit effects (backlog, oldest age); None when not measured.
+    outbox: ComponentHealth | None = None
 
     @property
     def ok(self) -> bool:
@@ -137,7 +140,12 @@ class Database(Generic[U]):
             negative_ttl=s.cache_negative_ttl,
             enabled=s.cache_enabled,
         )
-        self.events = EventBus(self.cache.backend, prefix=s.cache_prefix)
+        self.events = EventBus(
+            self.cache.backend, prefix=s.cache_prefix, stream_maxlen=s.event_stream_maxlen
+        )
+        #: After-commit effects written in each transaction (alpha_data.outbox).
+        self.outbox = Outbox(self._outbox_engine(), self.cache, self.events, s.outbox_grace)
+        self.relay: Relay | None = None
         self._closed = False
 
     def _make_engine(self, url: str) -> AsyncEngine:
@@ -167,6 +175,22 @@ class Database(Generic[U]):
             event.listen(engine.sync_engine.pool, "checkout", _drop_dead_connections)
         event.listen(engine.sync_engine, "handle_error", _invalidate_on_client_timeout)
         return engine
+
+    def _outbox_engine(self) -> AsyncEngine:
+        """A small engine of its own for the relay and outbox bookkeeping: it never takes
+        the application's pool slots, and its statements are not counted in ``stats()``."""
+        s = self.settings
+        return create_async_engine(
+            s.database_url,
+            pool_size=1,
+            max_overflow=2,
+            pool_timeout=s.pool_timeout,
+            pool_recycle=s.pool_recycle,
+            hide_parameters=True,
+            json_serializer=_json_dumps,
+            json_deserializer=orjson.loads,
+            connect_args=connect_args(s),
+        )
 
     def _replica_engine(self, url: str) -> AsyncEngine:
         engine = self._make_engine(url)
@@ -233,12 +257,34 @@ class Database(Generic[U]):
             await check_statement_timeout(self.engine, self.settings)
         if self.cache.enabled and not await self.cache.backend.ping():
             log.warning("cache backend unreachable at start-up; running without cache")
+        if self.settings.outbox_relay:
+            self.start_relay()
+
+    def start_relay(self) -> Relay:
+        """Run the outbox relay of this cache prefix in the background (``connect`` does,
+        unless ``outbox_relay`` is off; ``alpha-data relay`` runs only this)."""
+        if self.relay is None:
+            s = self.settings
+            dsn = None
+            if not s.pgbouncer_mode:  # LISTEN needs a session; PgBouncer only polls
+                dsn = self.engine.url.set(drivername="postgresql").render_as_string(
+                    hide_password=False
+                )
+            self.relay = Relay(
+                self.outbox, dsn=dsn, batch=s.outbox_batch, poll_interval=s.outbox_poll_interval
+            )
+            self.relay.start()
+        return self.relay
 
     async def close(self) -> None:
         """Dispose the pool and close Redis; the Database cannot be used afterwards."""
         if self._closed:
             return
         self._closed = True
+        if self.relay is not None:
+            await self.relay.stop()
+        await self.outbox.close()
+        await self.outbox.engine.dispose()
         await self.events.close()
         await self.cache.close()
         if self.router is not None:
@@ -318,6 +364,7 @@ class Database(Generic[U]):
             # shows it (and let SSI see the reads); it still invalidates.
             cache_reads=isolation_level in (None, "READ COMMITTED"),
             counters=self.counters,
+            outbox=self.outbox,
         )
 
     async def run(
@@ -430,6 +477,7 @@ class Database(Generic[U]):
             statements=counters.statement_stats(),
             cache=self.cache.stats(),
             events=EventStats(published=self.events.published, failed=self.events.failed),
+            outbox=self.outbox.stats(),
         )
 
     async def health(self) -> Health:
@@ -449,9 +497,10 @@ class Database(Generic[U]):
                 error=self._refusal(exc)
                 or f"cannot reach PostgreSQL at {self._where()} ({type(exc).__name__})",
             )
-        cache, replicas = await asyncio.gather(
+        cache, replicas, outbox = await asyncio.gather(
             self.cache.health(),
             probes.probe_replicas(self.settings.replica_urls, self.settings.connect_timeout),
+            self._outbox_health(database.ok),
         )
         if self.router is not None:  # what read routing thinks of each replica
             routing = {str(r.get("replica")): r for r in self.router.status()}
@@ -460,7 +509,7 @@ class Database(Generic[U]):
                     replica.detail["routing"] = routing[where]
         if not database.ok:
             status: Literal["ok", "degraded", "down"] = "down"
-        elif not cache.ok or not all(r.ok for r in replicas.values()):
+        elif not cache.ok or not outbox.ok or not all(r.ok for r in replicas.values()):
             status = "degraded"
         else:
             status = "ok"
@@ -470,7 +519,28 @@ class Database(Generic[U]):
             cache=cache,
             pool=self.pool_status(),
             replicas=replicas,
+            outbox=outbox,
         )
+
+    async def _outbox_health(self, reachable: bool) -> ComponentHealth:
+        """Degraded while the oldest undelivered outbox row is older than ``outbox_max_age``."""
+        limit = self.settings.outbox_max_age
+        try:
+            if reachable:
+                await self.outbox.measure()
+        except Exception as exc:
+            log.debug("outbox backlog query failed (%s)", type(exc).__name__)
+        figures = self.outbox.stats()
+        detail = {"backlog": figures.backlog, "oldest_age_s": round(figures.oldest_age, 3)}
+        if figures.oldest_age > limit:
+            return ComponentHealth(
+                ok=False,
+                latency_ms=None,
+                error=f"after-commit effects undelivered for {figures.oldest_age:.1f} s "
+                f"(limit {limit:g} s)",
+                detail=detail,
+            )
+        return ComponentHealth(ok=True, latency_ms=None, detail=detail)
 
 
 def _refusal(exc: BaseException, where: str = "", name: str = "") -> str | None:

@@ -89,6 +89,42 @@ class Settings(BaseSettings):
     cache_negative_ttl: float = Field(default=30.0, gt=0)
     cache_prefix: str = Field(default="alpha", min_length=1, max_length=64)
     redis_socket_timeout: float = Field(default=0.5, gt=0)
+    outbox_relay: bool = Field(
+        default=True,
+        description=(
+            "Run an outbox relay in every connected Database (delivers after-commit effects "
+            "that their committing process could not); off when `alpha-data relay` runs apart."
+        ),
+    )
+    outbox_grace: float = Field(
+        default=1.0,
+        gt=0,
+        le=60,
+        description="Seconds a committing process has to deliver its effects before relays may.",
+    )
+    outbox_poll_interval: float = Field(
+        default=0.5,
+        gt=0,
+        le=60,
+        description="Relay polling fallback (LISTEN/NOTIFY wakes it sooner).",
+    )
+    outbox_batch: int = Field(
+        default=200, ge=1, le=10_000, description="Rows a relay claims at once."
+    )
+    outbox_max_age: float = Field(
+        default=10.0,
+        gt=0,
+        description="health() is degraded while the oldest undelivered outbox row is older (s).",
+    )
+    event_stream_maxlen: int = Field(
+        default=100_000,
+        ge=0,
+        description=(
+            "Retention of each event stream (<prefix>:stream:<channel>): entries beyond about "
+            "this many are trimmed (XADD MAXLEN ~), acknowledged or not; 0 keeps every entry "
+            "(docs/events.md)."
+        ),
+    )
     api_key_pepper: SecretStr | None = Field(
         default=None, description="Server-side secret mixed into API-key hashes (HMAC key)."
     )

@@ -43,6 +43,7 @@ if TYPE_CHECKING:
     from alpha_data.cache import Cache
     from alpha_data.events import Event, EventBus
     from alpha_data.observability.stats import Counters
+    from alpha_data.outbox import Outbox, Recorded
 
 __all__ = ["AfterCommit", "DataSession", "IsolationLevel", "ReadOnlySession", "UnitOfWork"]
 
@@ -109,6 +110,7 @@ class UnitOfWork:
         events: EventBus | None = None,
         cache_reads: bool = True,
         counters: Counters | None = None,
+        outbox: Outbox | None = None,
     ) -> None:
         self._factory = session_factory
         self.read_only = read_only
@@ -119,7 +121,8 @@ class UnitOfWork:
         self._state = _NEW
         self._session: AsyncSession | None = None
         self._after_commit: list[AfterCommit] = []
-        self._outbox: list[Event] = []
+        self._outbox = outbox
+        self._events: list[Event] = []
         self._handle: SessionHandle | None = None
         self._repos: dict[type[SessionBound], SessionBound] = {}
         # Observability (docs/operations.md): counted into ``counters``.
@@ -225,7 +228,7 @@ class UnitOfWork:
         session = self._session
         self._state = _ENDED
         self._after_commit.clear()
-        self._outbox.clear()
+        self._events.clear()
         if self._handle is not None:
             self._handle.close()  # repositories kept past the block now refuse every use
         self._repos.clear()
@@ -298,18 +301,15 @@ class UnitOfWork:
         self._after_commit.append(callback)
 
     def publish_after_commit(self, event: Event) -> None:
-        """Publish ``event`` on ``db.events`` after the next successful commit (not on rollback)."""
-        events = self.events
-        if events is None:
-            raise UnitOfWorkStateError("this unit of work has no event bus")
-        if not self._outbox:  # one hook sends every event of the commit, pipelined
-            self.on_commit(self._send_outbox)
-        self._outbox.append(event)
+        """Deliver ``event`` after the next successful commit (not on rollback).
 
-    async def _send_outbox(self) -> None:
-        outbox, self._outbox = self._outbox, []
-        if self.events is not None:
-            await self.events.publish_many(outbox)
+        It is written to the outbox in the same transaction, so it is
+        delivered even if this process cannot (see alpha_data.outbox).
+        """
+        self.session  # noqa: B018 - raises when not active
+        if self.events is None:
+            raise UnitOfWorkStateError("this unit of work has no event bus")
+        self._events.append(event)
 
     async def flush(self) -> None:
         """Send pending changes to PostgreSQL now (errors arrive typed)."""
@@ -324,6 +324,7 @@ class UnitOfWork:
         """
         session = self.session
         await self.flush()
+        recorded = await self._record()  # the last statement before COMMIT
         try:
             await session.commit()
         except Exception as exc:
@@ -337,7 +338,7 @@ class UnitOfWork:
                 ) from exc
             raise error from exc
         self._commits += 1
-        await self._invalidate()
+        await self._deliver(recorded)
         callbacks, self._after_commit = self._after_commit, []
         for callback in callbacks:
             try:
@@ -345,8 +346,38 @@ class UnitOfWork:
             except Exception:
                 log.exception("after-commit callback failed; the commit stands")
 
+    async def _record(self) -> Recorded | None:
+        """Write the commit's effects to the outbox, in its transaction (none: no statement)."""
+        outbox = self._outbox
+        if outbox is None:
+            return None
+        tags = self._scope.tags if self._scope is not None else set()
+        try:
+            return await outbox.record(self.session, outbox.effects(tags, self._events))
+        except DataLayerError:
+            raise
+        except Exception as exc:
+            if is_database_error(exc):
+                raise translate(exc) from exc
+            raise
+
+    async def _deliver(self, recorded: Recorded | None) -> None:
+        """After COMMIT: deliver the effects at once (the relays redo what fails)."""
+        events, self._events = self._events, []
+        if self._scope is not None:
+            self._scope.tags = set()
+        if recorded is not None and self._outbox is not None:
+            await self._outbox.deliver(recorded)
+        elif self._outbox is None:  # no outbox (a bare UnitOfWork): best effort, from memory
+            await self._invalidate()
+            if events and self.events is not None:
+                try:
+                    await self.events.deliver(events)
+                except Exception:
+                    log.warning("events of a commit without an outbox were not delivered")
+
     async def _invalidate(self) -> None:
-        """Deliver the cache invalidations of what was committed (a failure is only logged)."""
+        """Deliver the cache invalidations of what was written (a failure is only logged)."""
         if self._scope is None:
             return
         try:
@@ -357,7 +388,7 @@ class UnitOfWork:
     async def rollback(self) -> None:
         """Roll back now; the UoW stays usable and after-commit callbacks are dropped."""
         self._after_commit.clear()
-        self._outbox.clear()
+        self._events.clear()
         if self._scope is not None:
             self._scope.discard()
         await self.session.rollback()

@@ -45,6 +45,7 @@ def _modules() -> list[Any]:
         "bench.bench_metrics",
         "bench.bench_services",
         "bench.bench_observability",
+        "bench.bench_outbox",
         "bench.bench_load",
         "bench.bench_http",
     ):

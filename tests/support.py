@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from alpha_data.migrations_support import library_config, upgrade_library
 from alpha_data.testing import databases as testing_databases
-from alpha_data.testing.databases import METRICS_TABLE, isolated, plain_dsn, run_id
+from alpha_data.testing.databases import EXTRA_TABLES, isolated, plain_dsn, run_id
 from alpha_data.testing.servers import resolve_servers
 
 __all__ = [
@@ -47,7 +47,7 @@ ALL_TABLES = (
     "api_keys",
     "users",
     "alerts",
-    METRICS_TABLE,
+    *EXTRA_TABLES,
 )
 
 

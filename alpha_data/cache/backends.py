@@ -22,6 +22,8 @@ __all__ = [
     "CacheUnavailable",
     "PubSubLink",
     "Store",
+    "StreamEntry",
+    "StreamMessage",
     "make_cache_backend",
 ]
 
@@ -45,6 +47,23 @@ class Store(NamedTuple):
     seen: Sequence[bytes]
     fresh: Sequence[str]
     tag_ttl: float
+
+
+class StreamEntry(NamedTuple):
+    """One event to deliver: appended to ``stream`` and published on ``channel``."""
+
+    stream: str
+    fields: Sequence[tuple[str, bytes]]
+    channel: str
+    message: bytes
+
+
+class StreamMessage(NamedTuple):
+    """One entry read from a stream through a consumer group."""
+
+    stream: str
+    entry_id: str
+    fields: dict[str, bytes]
 
 
 class PubSubLink(Protocol):
@@ -90,6 +109,42 @@ class CacheBackend(Protocol):
 
     async def publish_many(self, messages: Sequence[tuple[str, bytes]]) -> None:
         """Send several ``(channel, message)`` pairs in one round trip, in order."""
+        ...
+
+    async def deliver(self, entries: Sequence[StreamEntry], maxlen: int) -> None:
+        """Append each entry to its stream and publish it, in order, in one round trip.
+
+        Streams are trimmed to about ``maxlen`` entries (0: never trimmed).
+        Raises CacheUnavailable unless every entry was appended.
+        """
+        ...
+
+    async def stream_group(self, stream: str, group: str, start: str) -> None:
+        """Create consumer group ``group`` on ``stream`` (and the stream); no-op if it exists.
+
+        ``start`` is ``"0"`` (the group sees every retained entry) or ``"$"`` (new ones).
+        """
+        ...
+
+    async def stream_read(
+        self, group: str, consumer: str, streams: Sequence[str], count: int, block: float
+    ) -> list[StreamMessage]:
+        """New entries for ``consumer`` of ``group`` (``XREADGROUP ... >``), waiting up to
+        ``block`` s for one; they stay pending until acknowledged."""
+        ...
+
+    async def stream_ack(self, stream: str, group: str, entry_ids: Sequence[str]) -> int:
+        """Acknowledge entries (no longer pending); how many were pending."""
+        ...
+
+    async def stream_claim(
+        self, stream: str, group: str, consumer: str, min_idle: float, count: int, start: str
+    ) -> tuple[str, list[StreamMessage], list[str]]:
+        """Take over up to ``count`` entries pending longer than ``min_idle`` s (XAUTOCLAIM).
+
+        Returns the cursor to continue from (``"0-0"``: done), the claimed
+        entries and the ids of pending entries that retention trimmed away.
+        """
         ...
 
     async def subscribe(self, channels: Sequence[str]) -> PubSubLink:

@@ -1,6 +1,7 @@
 """The in-process backend (``redis_url = memory://``): Redis semantics without Redis.
 
-Same entry format, tag tokens, conditional store, TTLs and pub/sub as the
+Same entry format, tag tokens, conditional store, TTLs, pub/sub and streams
+with consumer groups (memory_streams) as the
 Redis backend, for development and unit tests; one process only. It holds
 at most ``max_items`` keys: expired ones go first, then the oldest (dropping
 a tag only turns the entries under it into misses).
@@ -13,7 +14,8 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from alpha_data.cache.backends import Store
+from alpha_data.cache.backends import Store, StreamEntry, StreamMessage
+from alpha_data.cache.memory_streams import MemoryStreams
 
 __all__ = ["MemoryBackend"]
 
@@ -45,6 +47,7 @@ class MemoryBackend:
         self.max_items = max_items
         self.data: dict[str, tuple[bytes, float]] = {}
         self.subscribers: dict[str, list[_MemoryLink]] = {}
+        self.streams = MemoryStreams()
 
     def _get(self, key: str) -> bytes | None:
         item = self.data.get(key)
@@ -114,6 +117,32 @@ class MemoryBackend:
         for channel, message in messages:
             await self.publish(channel, message)
 
+    async def deliver(self, entries: Sequence[StreamEntry], maxlen: int) -> None:
+        """Append each entry to its in-process stream and publish it, in order."""
+        for entry in entries:
+            self.streams.append(entry.stream, entry.fields, maxlen)
+            await self.publish(entry.channel, entry.message)
+
+    async def stream_group(self, stream: str, group: str, start: str) -> None:
+        """Create the group on the in-process stream unless it exists."""
+        self.streams.create_group(stream, group, start)
+
+    async def stream_read(
+        self, group: str, consumer: str, streams: Sequence[str], count: int, block: float
+    ) -> list[StreamMessage]:
+        """New entries for ``consumer`` of ``group``, waiting up to ``block`` s."""
+        return await self.streams.read(group, consumer, streams, count, block)
+
+    async def stream_ack(self, stream: str, group: str, entry_ids: Sequence[str]) -> int:
+        """Acknowledge entries."""
+        return self.streams.ack(stream, group, entry_ids)
+
+    async def stream_claim(
+        self, stream: str, group: str, consumer: str, min_idle: float, count: int, start: str
+    ) -> tuple[str, list[StreamMessage], list[str]]:
+        """Take over entries pending longer than ``min_idle`` s."""
+        return self.streams.claim(stream, group, consumer, min_idle, count, start)
+
     async def subscribe(self, channels: Sequence[str]) -> _MemoryLink:
         """A link that receives what is published on ``channels`` from now on."""
         link = _MemoryLink(self, channels)
@@ -135,3 +164,4 @@ class MemoryBackend:
     async def close(self) -> None:
         """Forget everything."""
         self.data.clear()
+        self.streams.clear()

@@ -28,9 +28,9 @@ import redis.asyncio as redis_asyncio
 from redis.asyncio.client import PubSub
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.exceptions import NoScriptError, RedisClusterException, RedisError
+from redis.exceptions import NoScriptError, RedisClusterException, RedisError, ResponseError
 
-from alpha_data.cache.backends import CacheUnavailable, Store
+from alpha_data.cache.backends import CacheUnavailable, Store, StreamEntry, StreamMessage
 from alpha_data.cache.redis_client import redis_client
 
 __all__ = ["STORE_SCRIPT", "RedisBackend"]
@@ -114,6 +114,7 @@ class RedisBackend:
     def __init__(self, url: str, *, socket_timeout: float, client_name: str | None = None) -> None:
         self.url = url
         self.socket_timeout = socket_timeout
+        self.client_name = client_name
         self.client: redis_asyncio.Redis = redis_client(  # redis://, +sentinel://, +cluster://
             url,
             socket_timeout=socket_timeout,
@@ -123,6 +124,7 @@ class RedisBackend:
             client_name=client_name,
         )
         self._command: Any = self.client.execute_command
+        self._blocking: redis_asyncio.Redis | None = None  # XREADGROUP BLOCK outlives timeouts
 
     async def fetch(self, key: str, tags: Sequence[str]) -> bytes | list[bytes]:
         """One MGET: the entry if its head holds the current tokens, else the tokens."""
@@ -188,6 +190,90 @@ class RedisBackend:
         except _FAILURES as exc:
             raise CacheUnavailable(type(exc).__name__) from None
 
+    async def deliver(self, entries: Sequence[StreamEntry], maxlen: int) -> None:
+        """XADD (``MAXLEN ~ maxlen``) + PUBLISH per entry in one MULTI/EXEC round trip."""
+        if not entries:
+            return
+        try:
+            async with self.client.pipeline(transaction=True) as pipe:
+                for entry in entries:
+                    trim = ("MAXLEN", "~", maxlen) if maxlen > 0 else ()
+                    fields = [part for pair in entry.fields for part in pair]
+                    pipe.execute_command("XADD", entry.stream, *trim, "*", *fields)
+                    pipe.publish(entry.channel, entry.message)
+                results = await pipe.execute(raise_on_error=False)
+        except _FAILURES as exc:
+            raise CacheUnavailable(type(exc).__name__) from None
+        for result in results:
+            if isinstance(result, Exception):
+                raise CacheUnavailable(f"deliver failed: {type(result).__name__}")
+
+    def _blocking_client(self) -> redis_asyncio.Redis:
+        """A second client for blocking reads: no socket timeout (each read is bounded)."""
+        if self._blocking is None:
+            self._blocking = redis_client(
+                self.url,
+                socket_timeout=None,
+                socket_connect_timeout=self.socket_timeout,
+                retry=Retry(NoBackoff(), 0),
+                health_check_interval=30,
+                client_name=self.client_name,
+            )
+        return self._blocking
+
+    async def stream_group(self, stream: str, group: str, start: str) -> None:
+        """XGROUP CREATE ... MKSTREAM; an existing group (BUSYGROUP) is fine."""
+        try:
+            await self._command("XGROUP", "CREATE", stream, group, start, "MKSTREAM")
+        except ResponseError as exc:
+            if not str(exc).startswith("BUSYGROUP"):  # the reply's error code
+                raise CacheUnavailable(f"XGROUP CREATE failed: {exc}") from None
+        except _FAILURES as exc:
+            raise CacheUnavailable(type(exc).__name__) from None
+
+    async def stream_read(
+        self, group: str, consumer: str, streams: Sequence[str], count: int, block: float
+    ) -> list[StreamMessage]:
+        """XREADGROUP GROUP g c COUNT n BLOCK ms STREAMS s... > ... on the blocking client."""
+        command: Any = self._blocking_client().execute_command
+        args = ("COUNT", count, "BLOCK", _ms(block), "STREAMS", *streams, *[">"] * len(streams))
+        try:
+            reply = await asyncio.wait_for(
+                command("XREADGROUP", "GROUP", group, consumer, *args),
+                block + self.socket_timeout + 1.0,
+            )
+        except _FAILURES as exc:
+            raise CacheUnavailable(f"{type(exc).__name__}: {exc}"[:200]) from None
+        out: list[StreamMessage] = []
+        for stream, entries in reply or ():
+            name = stream.decode() if isinstance(stream, bytes) else str(stream)
+            out.extend(_messages(name, entries))
+        return out
+
+    async def stream_ack(self, stream: str, group: str, entry_ids: Sequence[str]) -> int:
+        """XACK."""
+        if not entry_ids:
+            return 0
+        try:
+            return int(await self._command("XACK", stream, group, *entry_ids))
+        except _FAILURES as exc:
+            raise CacheUnavailable(type(exc).__name__) from None
+
+    async def stream_claim(
+        self, stream: str, group: str, consumer: str, min_idle: float, count: int, start: str
+    ) -> tuple[str, list[StreamMessage], list[str]]:
+        """XAUTOCLAIM stream group consumer min-idle-ms start COUNT n."""
+        idle = max(0, int(min_idle * 1000))
+        try:
+            reply = await self._command(
+                "XAUTOCLAIM", stream, group, consumer, idle, start, "COUNT", count
+            )
+        except _FAILURES as exc:
+            raise CacheUnavailable(f"{type(exc).__name__}: {exc}"[:200]) from None
+        cursor = _text(reply[0])
+        deleted = [_text(i) for i in reply[2]] if len(reply) > 2 else []
+        return cursor, _messages(stream, reply[1]), deleted
+
     async def subscribe(self, channels: Sequence[str]) -> _RedisLink:
         """SUBSCRIBE on a connection of its own and wait for every confirmation."""
         pubsub = self.client.pubsub()
@@ -236,6 +322,23 @@ class RedisBackend:
         """Close the connection pool."""
         with contextlib.suppress(*_FAILURES):
             await cast(Any, self.client).aclose()
+        blocking, self._blocking = self._blocking, None
+        if blocking is not None:
+            with contextlib.suppress(*_FAILURES):
+                await cast(Any, blocking).aclose()
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _messages(stream: str, entries: Any) -> list[StreamMessage]:
+    """Parsed (id, fields) pairs as StreamMessages (entries trimmed meanwhile have no fields)."""
+    out: list[StreamMessage] = []
+    for entry_id, fields in entries or ():
+        decoded = {_text(k): v for k, v in (fields or {}).items()}
+        out.append(StreamMessage(stream, _text(entry_id), decoded))
+    return out
 
 
 def _glob_escape(text: str) -> str:

@@ -4,8 +4,9 @@ Every backend failure becomes "no cache" for the caller: reads go to
 PostgreSQL, commits still commit. Invalidations that could not be delivered
 are kept (up to ``MAX_PENDING`` tags) and delivered before this process
 reads from the cache again; past that bound everything under the prefix is
-deleted once the backend answers. Other processes holding entries that a
-lost invalidation should have removed serve them at most until their TTL.
+deleted once the backend answers. Other processes get them from the
+transactional outbox (alpha_data.outbox): any live relay of the prefix
+delivers them again (see docs/caching.md for the bound).
 """
 
 from __future__ import annotations
@@ -98,7 +99,9 @@ class Cache:
         self._stores: deque[Store] = deque()
         self._storing: asyncio.AbstractEventLoop | None = None  # loop of the store task
         self._in_flight = 0
-        self._pending: set[str] = set()
+        #: Undelivered tags -> when they were (last) kept (see ``_redeliver``).
+        self._pending: dict[str, int] = {}
+        self._generation = 0
         self._overflowed = False
         self._delivering = asyncio.Lock()
 
@@ -203,23 +206,30 @@ class Cache:
 
     # -- invalidation --------------------------------------------------------
 
-    async def invalidate(self, tags: Iterable[str]) -> bool:
-        """Bump ``tags`` and delete their entity keys in one round trip.
+    async def invalidate(self, tags: Iterable[str], *, probe: bool = False) -> bool:
+        """Bump ``tags`` (and whatever earlier failures left) and delete their entity keys.
 
-        On failure the tags are kept and delivered before this process reads
-        from the cache again. Returns True when delivered.
+        Every call sends its own tags: a concurrent delivery of the same tag
+        that started before this caller's commit does not count for it. On
+        failure the tags are kept and delivered before this process reads
+        from the cache again. Returns True when delivered. Bumping a tag
+        twice is harmless (a fresh random token), so redelivery is safe.
+        ``probe=True`` tries even while the circuit is open (the outbox relay:
+        a recovered Redis is used at once).
         """
         if not self.enabled:
             return True
-        self._keep(tags)
-        if not self._pending and not self._overflowed:
+        mine = set(tags)
+        if not mine and not self._pending and not self._overflowed:
             return True
-        return await self._redeliver(wait=True)
+        return await self._redeliver(wait=True, mine=mine, probe=probe)
 
     def _keep(self, tags: Iterable[str]) -> None:
         if self._overflowed:
             return
-        self._pending.update(tags)
+        for tag in tags:
+            self._generation += 1
+            self._pending[tag] = self._generation
         if len(self._pending) > MAX_PENDING:
             log.error(
                 "more than %d cache invalidations undelivered; the whole cache prefix "
@@ -229,9 +239,17 @@ class Cache:
             self._pending.clear()
             self._overflowed = True
 
-    async def _redeliver(self, *, wait: bool) -> bool:
-        """Deliver what is pending; readers (``wait=False``) do not queue behind a delivery."""
-        if (self._delivering.locked() and not wait) or not self.breaker.allow():
+    async def _redeliver(
+        self, *, wait: bool, mine: set[str] | None = None, probe: bool = False
+    ) -> bool:
+        """Deliver ``mine`` plus what is pending; readers (``wait=False``) never queue.
+
+        A pending tag is dropped only if nobody kept it again while the
+        batch was in flight (its generation is unchanged).
+        """
+        mine = mine or set()
+        if (self._delivering.locked() and not wait) or not (probe or self.breaker.allow()):
+            self._keep(mine)
             return False
         async with self._delivering:
             if self._overflowed:
@@ -241,7 +259,8 @@ class Cache:
                     self.breaker.failure(exc, "clear after lost invalidations")
                     return False
                 self._overflowed = False
-            batch = list(self._pending)
+            carried = dict(self._pending)
+            batch = list(mine.union(carried))
             if not batch:
                 return True
             keys = [self.key(k) for tag in batch for k in entity_keys(tag)]
@@ -250,9 +269,12 @@ class Cache:
                     keys, [self.tag_key(t) for t in batch], _tokens(len(batch), "b"), self.tag_ttl
                 )
             except CacheUnavailable as exc:
+                self._keep(mine)
                 self.breaker.failure(exc, "invalidate")
                 return False
-            self._pending.difference_update(batch)
+            for tag, generation in carried.items():
+                if self._pending.get(tag) == generation:
+                    del self._pending[tag]
             self.invalidations += len(batch)
             self.breaker.success()
             return True

@@ -1,9 +1,10 @@
-"""The ``alpha-data`` command: database, migrations, seed, demo, health, bench, embedded."""
+"""The ``alpha-data`` command: database, migrations, seed, demo, health, bench, relay, embedded."""
 
 from __future__ import annotations
 
 from alpha_data.cli import db as db_commands
 from alpha_data.cli import demo as _demo  # noqa: F401 - registers `demo`
+from alpha_data.cli import relay as _relay  # noqa: F401 - registers `relay`
 from alpha_data.cli import seed as _seed  # noqa: F401 - registers `seed`
 from alpha_data.cli import serve as _serve  # noqa: F401 - registers `serve`, `bench`
 from alpha_data.cli.common import app

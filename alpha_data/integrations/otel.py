@@ -274,6 +274,28 @@ class Instrumentation:
                     span.end()
 
         self._patch(bus, "publish_many", traced_publish_many)
+        deliver = bus.deliver
+
+        async def traced_deliver(events: Any, *args: Any, **kwargs: Any) -> None:
+            # The outbox's path (streams + pub/sub): one span per event, raises on failure.
+            spans = [
+                tracer.start_span(
+                    "alpha_data.events.publish",
+                    kind=kind,
+                    attributes={"alpha_data.event.type": type(event).__name__},
+                )
+                for event in events
+            ]
+            delivered = False
+            try:
+                await deliver(events, *args, **kwargs)
+                delivered = True
+            finally:
+                for span in spans:
+                    span.set_attribute("alpha_data.event.published", delivered)
+                    span.end()
+
+        self._patch(bus, "deliver", traced_deliver)
 
     # -- removal -------------------------------------------------------------------
 

@@ -20,6 +20,10 @@ cost between scrapes). Metric names (namespace ``alpha_data``):
 * ``alpha_data_cache_<counter>_total`` for every counter of ``CacheStats``
   (hits, misses, errors, invalidations, ...), ``alpha_data_cache_pending_invalidations``
 * ``alpha_data_events_published_total``, ``alpha_data_events_failed_total``
+* ``alpha_data_outbox_backlog`` (undelivered rows of this prefix, as the relay
+  last measured), ``alpha_data_outbox_oldest_age_seconds`` (gauges);
+  ``alpha_data_outbox_delivered_total``, ``_outbox_deferred_total``,
+  ``_outbox_redelivered_total``
 
 prometheus-client is imported lazily; the rest of alpha_data never needs it.
 See docs/operations.md for what each metric means.
@@ -185,6 +189,27 @@ class DatabaseCollector:
             "Events that could not be published.",
             stats.events.failed,
         )
+        outbox = stats.outbox
+        if outbox is not None:
+            yield from self._outbox(outbox, counter, gauge)
+
+    def _outbox(self, outbox: Any, counter: Any, gauge: Any) -> Iterator[Any]:
+        """Backlog and age of the oldest undelivered row; delivered/deferred/relayed counts."""
+        yield self._metric(
+            gauge, "outbox_backlog", "Undelivered outbox rows of this prefix.", outbox.backlog
+        )
+        yield self._metric(
+            gauge,
+            "outbox_oldest_age_seconds",
+            "Age of the oldest undelivered outbox row.",
+            outbox.oldest_age,
+        )
+        for name, doc in (
+            ("delivered", "Commits whose effects this process delivered right after COMMIT."),
+            ("deferred", "Commits whose effects were left to the outbox relays."),
+            ("redelivered", "Outbox rows the relay of this Database delivered."),
+        ):
+            yield self._metric(counter, f"outbox_{name}", doc, getattr(outbox, name))
 
 
 def register(

@@ -100,6 +100,8 @@ class Stats:
     statements: StatementStats
     cache: CacheStats
     events: EventStats
+    #: Transactional outbox (alpha_data.outbox.OutboxStats); None without one.
+    outbox: Any = None
 
     def as_dict(self) -> dict[str, Any]:
         """Nested plain dict (for JSON, logs or a health endpoint)."""

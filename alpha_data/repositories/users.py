@@ -113,6 +113,22 @@ class ApiKeyRepository(Repository[ApiKey]):
         key: ApiKey | None = (await self._execute(stmt)).scalar_one_or_none()
         return key
 
+    async def get_for_authentication(self, prefix: str) -> tuple[ApiKey, bool] | None:
+        """The key with this prefix and whether its owner is active, in one indexed query.
+
+        Never cached: authentication must not rest on an entry whose
+        invalidation could be late (docs/caching.md).
+        """
+        if not isinstance(prefix, str):
+            raise InvalidDataError("prefix must be a string")
+        stmt = (
+            select(ApiKey, User.is_active)
+            .join(User, User.id == ApiKey.user_id)
+            .where(ApiKey.prefix == prefix)
+        )
+        row = (await self._execute(stmt)).one_or_none()
+        return None if row is None else (row[0], bool(row[1]))
+
     async def list_for_user(self, user_id: int, *, include_revoked: bool = False) -> list[ApiKey]:
         """Keys of a user, oldest first (revoked ones only when asked)."""
         check_id(user_id, "user_id")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -55,20 +54,9 @@ def validate(model: type[M], **data: Any) -> M:
 
 
 async def publish_after_commit(uow: UnitOfWork, db: Database, event: Event) -> None:
-    """Publish ``event`` once the UoW's transaction has committed (never on rollback).
+    """Deliver ``event`` once the UoW's transaction has committed (never on rollback).
 
-    Uses ``uow.publish_after_commit`` where the UoW offers it, else an
-    ``on_commit`` hook on the Database's event bus.
+    The event goes into the commit's outbox row (alpha_data.outbox): it is
+    delivered at least once even if this process cannot deliver it.
     """
-    method = getattr(uow, "publish_after_commit", None)
-    if callable(method):
-        result = method(event)
-        if inspect.isawaitable(result):
-            await result
-        return
-    bus = uow.events if uow.events is not None else db.events
-
-    async def _publish() -> None:
-        await bus.publish(event)
-
-    uow.on_commit(_publish)
+    uow.publish_after_commit(event)

@@ -281,10 +281,12 @@ async def authenticate_api_key(
     pepper = api_key_pepper(db.settings)
     now = datetime.now(timezone.utc)
 
+    # The key and its owner's state come from PostgreSQL in one query, never from the cache.
     async with db.unit_of_work(read_only=True) as uow:
-        key = await uow.api_keys.get_by_prefix(prefix)
-        if key is None:
+        found = await uow.api_keys.get_for_authentication(prefix)
+        if found is None:
             raise AuthenticationError(_BAD_KEY)
+        key, owner_active = found
         check = verify_api_key(key.key_hash, prefix, secret, pepper)
         if not check:
             raise AuthenticationError(_BAD_KEY)
@@ -292,8 +294,7 @@ async def authenticate_api_key(
             raise AuthenticationError("this API key has been revoked")
         if key.expires_at is not None and key.expires_at <= now:
             raise AuthenticationError("this API key has expired")
-        owner = await uow.users.get(key.user_id)
-        if owner is None or not owner.is_active:
+        if not owner_active:
             raise AuthenticationError("the owner of this API key is disabled")
 
     if check.upgraded_hash is not None or should_touch(key.last_used, now):

@@ -27,6 +27,7 @@ from alpha_data.uow import UnitOfWork
 U = TypeVar("U", bound=UnitOfWork)
 
 __all__ = [
+    "EXTRA_TABLES",
     "METRICS_TABLE",
     "NO_ENV_FILE",
     "create_database",
@@ -42,6 +43,10 @@ NO_ENV_FILE: dict[str, Any] = {"_env_file": None}
 
 #: The time-series table (partitioned, outside the ORM metadata).
 METRICS_TABLE = "alphapulse.metrics"
+#: Tables outside the ORM metadata that a test's truncation empties too: the
+#: partitioned metrics, the outbox and the per-aggregate event sequences (ids
+#: restart, so must the sequences).
+EXTRA_TABLES = (METRICS_TABLE, "alphapulse.outbox", "alphapulse.event_sequences")
 
 _PREPARER = postgresql.dialect().identifier_preparer  # type: ignore[no-untyped-call]
 
@@ -79,7 +84,7 @@ def drop_database(server_url: str, name: str) -> None:
 
 def _all_tables() -> str:
     names = [_PREPARER.format_table(table) for table in Base.metadata.sorted_tables]
-    return ", ".join([*names, METRICS_TABLE])
+    return ", ".join([*names, *EXTRA_TABLES])
 
 
 async def truncate_all(database_url: str) -> None:
