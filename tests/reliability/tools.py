@@ -204,10 +204,16 @@ def listening(target: Any, name: str, fn: Callable[..., Any]) -> Iterator[None]:
         event.remove(target, name, fn)
 
 
+#: What "nothing written" is checked against: every table but the outbox, a queue
+#: that delivery drains in the background (what commits wrote there is asserted
+#: by the outbox tests).
+COUNTED_TABLES = tuple(table for table in ALL_TABLES if table != "alphapulse.outbox")
+
+
 async def row_counts(url: str) -> dict[str, int]:
     """Rows in every table of the schema, read on a connection of its own."""
     query = " UNION ALL ".join(
-        f"SELECT '{table}' AS t, count(*) AS n FROM {table}" for table in ALL_TABLES
+        f"SELECT '{table}' AS t, count(*) AS n FROM {table}" for table in COUNTED_TABLES
     )
     async with admin_connection(url) as conn:
         return {r["t"]: int(r["n"]) for r in await conn.fetch(query)}
@@ -262,7 +268,7 @@ async def catalog_as_seen_by(db: Database) -> tuple[str, list[str]]:
 
 
 _COUNTS_SQL = "SELECT " + ", ".join(
-    f'(SELECT count(*) FROM {table}) AS "{table}"' for table in ALL_TABLES
+    f'(SELECT count(*) FROM {table}) AS "{table}"' for table in COUNTED_TABLES
 )
 
 
