@@ -28,13 +28,12 @@ from alpha_data.outbox import Outbox, Relay
 from alpha_data.pgbouncer import check_statement_timeout
 from alpha_data.repositories.rules import register_rules
 from alpha_data.retry import backoff_delay as backoff_delay  # its import path before retry.py
-from alpha_data.retry import refusal, run_with_retries, wait_for_server
+from alpha_data.retry import run_with_retries, wait_for_server
 from alpha_data.routing import Router
 from alpha_data.sessions import SessionFactories
 from alpha_data.settings import Settings
 from alpha_data.status import Health
 from alpha_data.uow import IsolationLevel, UnitOfWork
-from alpha_data.urls import database_name, server_address
 
 if TYPE_CHECKING:
     from typing_extensions import Self
@@ -142,13 +141,10 @@ class Database(Generic[U]):
         Raises DatabaseUnavailableError naming host and port. Redis is only
         probed: an unreachable cache is logged and the layer runs without it.
         """
-        url = self.settings.database_url
-        where = server_address(url)
         await wait_for_server(
             lambda: status.server_version(self.engine),
             timeout=self.settings.connect_timeout,
-            where=where,
-            refused=lambda exc: refusal(exc, where, database_name(url)),
+            url=self.settings.database_url,
         )
         if self.settings.pgbouncer_mode:
             await check_statement_timeout(self.engine, self.settings)

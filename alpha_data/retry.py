@@ -26,6 +26,7 @@ from alpha_data.errors import (
 )
 from alpha_data.observability.stats import Counters
 from alpha_data.uow import UnitOfWork
+from alpha_data.urls import database_name, server_address
 
 __all__ = ["backoff_delay", "refusal", "run_with_retries", "wait_for_server"]
 
@@ -55,17 +56,14 @@ def refusal(exc: BaseException, where: str = "", name: str = "") -> str | None:
 
 
 async def wait_for_server(
-    probe: Callable[[], Awaitable[object]],
-    *,
-    timeout: float,
-    where: str,
-    refused: Callable[[BaseException], str | None],
+    probe: Callable[[], Awaitable[object]], *, timeout: float, url: str
 ) -> None:
-    """Await ``probe()`` until it answers, retrying with backoff for ``timeout`` seconds.
+    """Await ``probe()`` until the server at ``url`` answers, retrying for ``timeout`` seconds.
 
-    Raises DatabaseUnavailableError naming ``where`` at once when ``refused``
-    gives a reason for the failure, else once the time is up.
+    Raises DatabaseUnavailableError naming host and port: at once on a
+    ``refusal`` (missing database, rejected login), else once the time is up.
     """
+    where = server_address(url)
     deadline = time.monotonic() + timeout
     attempt = 0
     while True:
@@ -75,9 +73,9 @@ async def wait_for_server(
             await asyncio.wait_for(probe(), remaining)
             break
         except Exception as exc:
-            reason = refused(exc)
-            if reason or time.monotonic() + 0.05 >= deadline:
-                reason = reason or (
+            refused = refusal(exc, where, database_name(url))
+            if refused or time.monotonic() + 0.05 >= deadline:
+                reason = refused or (
                     f"cannot reach PostgreSQL at {where} after {attempt} attempts "
                     f"({type(exc).__name__})"
                 )

@@ -7,16 +7,14 @@ milliseconds without PostgreSQL.
 
 from __future__ import annotations
 
+import asyncpg
 import pytest
 
 from alpha_data.errors import DatabaseUnavailableError
 from alpha_data.retry import backoff_delay, wait_for_server
 
+URL = "postgresql+asyncpg://ana:s3cret@db.internal:5432/my%20db"
 WHERE = "db.internal:5432"
-
-
-def no_refusal(exc: BaseException) -> str | None:
-    return None
 
 
 async def test_a_server_that_answers_after_two_failures_is_waited_for() -> None:
@@ -29,26 +27,34 @@ async def test_a_server_that_answers_after_two_failures_is_waited_for() -> None:
             raise ConnectionRefusedError("not yet")
         return "15.4"
 
-    await wait_for_server(probe, timeout=10.0, where=WHERE, refused=no_refusal)
+    await wait_for_server(probe, timeout=10.0, url=URL)
     assert calls == 3
 
 
-async def test_a_refusal_is_raised_at_once_without_retrying() -> None:
+@pytest.mark.parametrize(
+    ("error", "reason"),
+    [
+        (asyncpg.InvalidPasswordError, f"PostgreSQL at {WHERE} rejected the login"),
+        (asyncpg.InvalidCatalogNameError, f"database 'my db' does not exist at {WHERE}"),
+    ],
+)
+async def test_a_refusal_is_raised_at_once_without_retrying(
+    error: type[Exception], reason: str
+) -> None:
     calls = 0
 
     async def probe() -> str:
         nonlocal calls
         calls += 1
-        raise PermissionError("password authentication failed")
+        raise error("refused by the server")
 
     with pytest.raises(DatabaseUnavailableError) as caught:
-        await wait_for_server(
-            probe, timeout=10.0, where=WHERE, refused=lambda exc: "rejected the login"
-        )
+        await wait_for_server(probe, timeout=10.0, url=URL)
     assert calls == 1
-    assert "rejected the login" in str(caught.value)
+    assert reason in str(caught.value)
     assert "ALPHA_DATA_DATABASE_URL" in str(caught.value)
-    assert caught.value.__cause__ is None  # the driver's error (and any DSN in it) is dropped
+    assert "s3cret" not in str(caught.value)
+    assert caught.value.__cause__ is None  # the driver's error is not chained
 
 
 async def test_an_unreachable_server_gives_up_naming_where_and_attempts() -> None:
@@ -60,7 +66,7 @@ async def test_an_unreachable_server_gives_up_naming_where_and_attempts() -> Non
         raise OSError("connection refused")
 
     with pytest.raises(DatabaseUnavailableError) as caught:
-        await wait_for_server(probe, timeout=0.3, where=WHERE, refused=no_refusal)
+        await wait_for_server(probe, timeout=0.3, url=URL)
     message = str(caught.value)
     assert f"cannot reach PostgreSQL at {WHERE} after {calls} attempts (OSError)" in message
     assert calls >= 2  # it retried before giving up
