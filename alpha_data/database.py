@@ -1,48 +1,39 @@
-"""Database: the engine and pool, session factory, Redis client, health and retry."""
+"""Database: the facade that wires engine, sessions, cache, events and outbox together.
+
+Each job lives in a module of its own; ``Database`` builds the pieces from
+Settings and delegates: ``alpha_data.engine`` (engines and pools),
+``alpha_data.sessions`` (session factories), ``alpha_data.retry`` (connect
+backoff, the ``run`` retry loop), ``alpha_data.status`` (``health()``,
+``stats()``, ``pool_status()``).
+"""
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import random
-import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar, cast, overload
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast, overload
 
-import orjson
-from sqlalchemy import event, text
-from sqlalchemy.exc import DisconnectionError
-from sqlalchemy.ext.asyncio import (
-    AsyncConnection,
-    AsyncEngine,
-    AsyncSession,
-    async_sessionmaker,
-    create_async_engine,
-)
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 
+from alpha_data import status
 from alpha_data.cache import Cache, make_cache_backend
 from alpha_data.cache.redis_client import is_cluster
-from alpha_data.errors import (
-    INVALID_CATALOG_NAME,
-    LOGIN_REJECTED,
-    DatabaseUnavailableError,
-    TransientError,
-    is_retryable,
-    sqlstate_of,
-)
+from alpha_data.engine import listen_dsn, make_engine, make_outbox_engine
 from alpha_data.events import EventBus
 from alpha_data.health import ComponentHealth
-from alpha_data.observability import probes, sqlhooks
-from alpha_data.observability.stats import Counters, EventStats, PoolStats, Stats
+from alpha_data.observability import sqlhooks
+from alpha_data.observability.stats import Counters, Stats
 from alpha_data.outbox import Outbox, Relay
-from alpha_data.pgbouncer import check_statement_timeout, connect_args
+from alpha_data.pgbouncer import check_statement_timeout
 from alpha_data.repositories.rules import register_rules
-from alpha_data.routing import Router, primary_read_options, session_options
+from alpha_data.retry import backoff_delay as backoff_delay  # its import path before retry.py
+from alpha_data.retry import run_with_retries, wait_for_server
+from alpha_data.routing import Router
+from alpha_data.sessions import SessionFactories
 from alpha_data.settings import Settings
-from alpha_data.uow import DataSession, IsolationLevel, ReadOnlySession, UnitOfWork
-from alpha_data.urls import database_name, server_address
+from alpha_data.status import Health
+from alpha_data.uow import IsolationLevel, UnitOfWork
 
 if TYPE_CHECKING:
     from typing_extensions import Self
@@ -59,33 +50,6 @@ __all__ = ["ComponentHealth", "Database", "Health", "Stats"]
 log = logging.getLogger("alpha_data.database")
 
 T = TypeVar("T")
-
-_BACKOFF_BASE = 0.05
-_BACKOFF_CAP = 2.0
-
-
-@dataclass(frozen=True)
-class Health:
-    """What ``Database.health()`` reports: ``status`` is ok, degraded or down."""
-
-    status: Literal["ok", "degraded", "down"]
-    database: ComponentHealth
-    cache: ComponentHealth
-    pool: dict[str, int]
-    #: One entry per configured read replica, keyed by ``host:port/database``.
-    replicas: dict[str, ComponentHealth] = field(default_factory=dict)
-    #: Undelivered after-commit effects (backlog, oldest age); None when not measured.
-    outbox: ComponentHealth | None = None
-
-    @property
-    def ok(self) -> bool:
-        """True when PostgreSQL is reachable (a degraded cache still serves)."""
-        return self.status != "down"
-
-
-def backoff_delay(attempt: int) -> float:
-    """Exponential backoff with full jitter for the given (1-based) attempt."""
-    return random.uniform(0, min(_BACKOFF_CAP, _BACKOFF_BASE * 2**attempt))  # noqa: S311
 
 
 class Database(Generic[U]):
@@ -117,7 +81,7 @@ class Database(Generic[U]):
         register_rules()  # the library's cache tag rules (idempotent; they compose with an app's)
         self.settings = settings or Settings()
         s = self.settings
-        self.engine: AsyncEngine = self._make_engine(s.database_url)
+        self.engine: AsyncEngine = make_engine(s, s.database_url)
         #: What ``stats()`` reports; statement/pool hooks and units of work count into it.
         self.counters = Counters()
         sqlhooks.install(self.engine, self.counters, s.slow_query_ms)
@@ -125,11 +89,7 @@ class Database(Generic[U]):
         self.router: Router | None = (
             Router.from_settings(self.engine, s, self._replica_engine) if s.replica_urls else None
         )
-        self._sessions = self._make_sessions(read_only=False)
-        self._read_sessions = self._make_sessions(
-            read_only=True, autoflush=False, isolation_level="AUTOCOMMIT"
-        )
-        self._isolated: dict[tuple[str, bool], async_sessionmaker[AsyncSession]] = {}
+        self._factories = SessionFactories(self.engine, self.router)
         backend = make_cache_backend(s)
         self.cache: Cache = Cache(
             backend,
@@ -144,56 +104,12 @@ class Database(Generic[U]):
             self.cache.backend, prefix=s.cache_prefix, stream_maxlen=s.event_stream_maxlen
         )
         #: After-commit effects written in each transaction (alpha_data.outbox).
-        self.outbox = Outbox(self._outbox_engine(), self.cache, self.events, s.outbox_grace)
+        self.outbox = Outbox(make_outbox_engine(s), self.cache, self.events, s.outbox_grace)
         self.relay: Relay | None = None
         self._closed = False
 
-    def _make_engine(self, url: str) -> AsyncEngine:
-        """An engine and pool for ``url`` (the primary or a replica) from Settings."""
-        s = self.settings
-        engine = create_async_engine(
-            url,
-            pool_size=s.pool_size,
-            max_overflow=s.max_overflow,
-            pool_timeout=s.pool_timeout,
-            pool_recycle=s.pool_recycle,
-            # SQLAlchemy's pre-ping costs BEGIN + ping + ROLLBACK per checkout;
-            # _drop_dead_connections (below) finds killed backends for free.
-            pool_pre_ping=False,
-            # AsyncAdaptedQueuePool that counts waits and timeouts for stats().
-            poolclass=sqlhooks.ObservedPool,
-            echo=s.echo,
-            hide_parameters=True,
-            # SQLAlchemy logs on sqlalchemy.engine.Engine.alpha_data, whose
-            # DEBUG result rows sqlhooks.install() blanks (they may hold hashes).
-            logging_name="alpha_data",
-            json_serializer=_json_dumps,
-            json_deserializer=orjson.loads,
-            connect_args=connect_args(s),
-        )
-        if s.pool_pre_ping:
-            event.listen(engine.sync_engine.pool, "checkout", _drop_dead_connections)
-        event.listen(engine.sync_engine, "handle_error", _invalidate_on_client_timeout)
-        return engine
-
-    def _outbox_engine(self) -> AsyncEngine:
-        """A small engine of its own for the relay and outbox bookkeeping: it never takes
-        the application's pool slots, and its statements are not counted in ``stats()``."""
-        s = self.settings
-        return create_async_engine(
-            s.database_url,
-            pool_size=1,
-            max_overflow=2,
-            pool_timeout=s.pool_timeout,
-            pool_recycle=s.pool_recycle,
-            hide_parameters=True,
-            json_serializer=_json_dumps,
-            json_deserializer=orjson.loads,
-            connect_args=connect_args(s),
-        )
-
     def _replica_engine(self, url: str) -> AsyncEngine:
-        engine = self._make_engine(url)
+        engine = make_engine(self.settings, url)
         sqlhooks.install(engine, self.counters, self.settings.slow_query_ms)
         return engine
 
@@ -219,40 +135,17 @@ class Database(Generic[U]):
     ) -> None:
         await self.close()
 
-    def _refusal(self, exc: BaseException) -> str | None:
-        url = self.settings.database_url
-        return _refusal(exc, self._where(), database_name(url))
-
-    def _where(self) -> str:
-        return server_address(self.settings.database_url)
-
     async def connect(self) -> None:
         """Wait until PostgreSQL answers, retrying with backoff until ``connect_timeout``.
 
         Raises DatabaseUnavailableError naming host and port. Redis is only
         probed: an unreachable cache is logged and the layer runs without it.
         """
-        deadline = time.monotonic() + self.settings.connect_timeout
-        attempt = 0
-        while True:
-            attempt += 1
-            try:
-                remaining = max(0.1, deadline - time.monotonic())
-                await asyncio.wait_for(self._server_version(), remaining)
-                break
-            except Exception as exc:
-                refused = self._refusal(exc)
-                if refused or time.monotonic() + 0.05 >= deadline:
-                    reason = refused or (
-                        f"cannot reach PostgreSQL at {self._where()} after {attempt} attempts "
-                        f"({type(exc).__name__})"
-                    )
-                    raise DatabaseUnavailableError(
-                        f"{reason}; set ALPHA_DATA_DATABASE_URL to point elsewhere"
-                    ) from None
-                await asyncio.sleep(
-                    min(backoff_delay(attempt), max(0.0, deadline - time.monotonic()))
-                )
+        await wait_for_server(
+            lambda: status.server_version(self.engine),
+            timeout=self.settings.connect_timeout,
+            url=self.settings.database_url,
+        )
         if self.settings.pgbouncer_mode:
             await check_statement_timeout(self.engine, self.settings)
         if self.cache.enabled and not await self.cache.backend.ping():
@@ -265,13 +158,11 @@ class Database(Generic[U]):
         unless ``outbox_relay`` is off; ``alpha-data relay`` runs only this)."""
         if self.relay is None:
             s = self.settings
-            dsn = None
-            if not s.pgbouncer_mode:  # LISTEN needs a session; PgBouncer only polls
-                dsn = self.engine.url.set(drivername="postgresql").render_as_string(
-                    hide_password=False
-                )
             self.relay = Relay(
-                self.outbox, dsn=dsn, batch=s.outbox_batch, poll_interval=s.outbox_poll_interval
+                self.outbox,
+                dsn=listen_dsn(self.engine, s),
+                batch=s.outbox_batch,
+                poll_interval=s.outbox_poll_interval,
             )
             self.relay.start()
         return self.relay
@@ -300,51 +191,11 @@ class Database(Generic[U]):
         ``connection`` and rolls it back at the end; ``uow.commit()`` then
         commits a SAVEPOINT only (SQLAlchemy's join_transaction_mode).
         """
-        kw: dict[str, Any] = {
-            "bind": connection,
-            "expire_on_commit": False,
-            "join_transaction_mode": "create_savepoint",
-        }
-        self._sessions = async_sessionmaker(**kw, sync_session_class=DataSession)
-        self._read_sessions = async_sessionmaker(**kw, sync_session_class=ReadOnlySession)
-        self._isolated = {
-            (level, ro): self._read_sessions if ro else self._sessions
-            for level in ("READ COMMITTED", "REPEATABLE READ", "SERIALIZABLE")
-            for ro in (False, True)
-        }
+        self._factories.use_connection(connection)
 
     def session(self) -> AsyncSession:
         """A bare AsyncSession (``expire_on_commit=False``) for code that needs one."""
-        return self._sessions()
-
-    def _session_factory(
-        self, isolation_level: IsolationLevel | None, read_only: bool
-    ) -> async_sessionmaker[AsyncSession]:
-        if isolation_level is None:
-            return self._read_sessions if read_only else self._sessions
-        key = (isolation_level, read_only)
-        factory = self._isolated.get(key)
-        if factory is None:
-            factory = self._isolated[key] = self._make_sessions(
-                read_only=read_only, isolation_level=isolation_level, postgresql_readonly=read_only
-            )
-        return factory
-
-    def _make_sessions(
-        self, *, read_only: bool, autoflush: bool = True, **execution_options: Any
-    ) -> async_sessionmaker[AsyncSession]:
-        """A session factory on the primary engine with ``execution_options`` (routed if set)."""
-        # A read-only session is read-only on the primary too (a READ ONLY transaction).
-        primary = primary_read_options(execution_options) if read_only else execution_options
-        engine = self.engine.execution_options(**primary) if primary else self.engine
-        return async_sessionmaker(
-            engine,
-            expire_on_commit=False,
-            autoflush=autoflush,
-            **session_options(
-                self.router, read_only=read_only, execution_options=execution_options
-            ),
-        )
+        return self._factories.session()
 
     def unit_of_work(
         self, *, read_only: bool = False, isolation_level: IsolationLevel | None = None
@@ -356,7 +207,7 @@ class Database(Generic[U]):
         transaction.
         """
         return self._uow_class(
-            self._session_factory(isolation_level, read_only),
+            self._factories.factory(isolation_level, read_only),
             read_only=read_only,
             cache=self.cache,
             events=self.events,
@@ -381,77 +232,19 @@ class Database(Generic[U]):
         COMMIT was sent (backoff with full jitter). A connection lost while
         COMMIT was in flight is retried only when ``idempotent`` is true.
         """
-        if attempts < 1:
-            raise ValueError("attempts must be >= 1")
-        attempt = 0
-        while True:
-            attempt += 1
-            try:
-                uow = self.unit_of_work(isolation_level=isolation_level)
-                uow.attempt = attempt
-                async with uow:
-                    result = await fn(uow)
-                    await uow.commit()
-                return result
-            except TransientError as exc:
-                retry = is_retryable(exc) or (idempotent and exc.outcome_unknown)
-                if not retry:
-                    raise
-                if attempt >= attempts:
-                    log.warning(
-                        "transaction failed after %d attempts (SQLSTATE %s)",
-                        attempt,
-                        exc.sqlstate,
-                        extra={
-                            "attempt": attempt,
-                            "attempts": attempts,
-                            "sqlstate": exc.sqlstate,
-                            "error": type(exc).__name__,
-                        },
-                    )
-                    raise TransientError(
-                        f"gave up after {attempts} attempts: {exc.message}",
-                        sqlstate=exc.sqlstate,
-                    ) from exc
-                delay = backoff_delay(attempt)
-                if self.counters.enabled:
-                    self.counters.retried += 1
-                log.info(
-                    "retrying transaction after attempt %d of %d (SQLSTATE %s, backoff %.3f s)",
-                    attempt,
-                    attempts,
-                    exc.sqlstate,
-                    delay,
-                    extra={
-                        "attempt": attempt,
-                        "attempts": attempts,
-                        "sqlstate": exc.sqlstate,
-                        "error": type(exc).__name__,
-                        "backoff_s": delay,
-                    },
-                )
-                await asyncio.sleep(delay)
+        return await run_with_retries(
+            lambda: self.unit_of_work(isolation_level=isolation_level),
+            fn,
+            attempts=attempts,
+            idempotent=idempotent,
+            counters=self.counters,
+        )
 
     # -- health --------------------------------------------------------------
 
-    async def _server_version(self) -> str:
-        async with self.engine.connect() as conn:
-            return str((await conn.execute(text("SHOW server_version"))).scalar_one())
-
     def pool_status(self) -> dict[str, int]:
         """Size, checked-out and overflow counts of the connection pool, and its waits."""
-        pool: Any = self.engine.pool
-        out: dict[str, int] = {}
-        for name in ("size", "checkedout", "overflow", "checkedin"):
-            method = getattr(pool, name, None)
-            if callable(method):
-                out[name] = int(method())
-        if "overflow" in out:  # QueuePool counts unopened pool slots as negative overflow
-            out["overflow"] = max(0, out["overflow"])
-        out["max_overflow"] = self.settings.max_overflow
-        out["waits"] = self.counters.pool_waits
-        out["timeouts"] = self.counters.pool_timeouts
-        return out
+        return status.pool_status(self.engine, self.settings.max_overflow, self.counters)
 
     def stats(self) -> Stats:
         """A typed snapshot of pool, unit-of-work, statement, cache and event counters.
@@ -460,122 +253,8 @@ class Database(Generic[U]):
         the pool's size, checked-out and overflow numbers are live. Cheap and
         synchronous: no I/O.
         """
-        counters = self.counters
-        pool = self.pool_status()
-        return Stats(
-            pool=PoolStats(
-                size=pool.get("size", 0),
-                checked_out=pool.get("checkedout", 0),
-                overflow=pool.get("overflow", 0),
-                waits=counters.pool_waits,
-                timeouts=counters.pool_timeouts,
-                wait_seconds=counters.pool_wait_seconds,
-                max_overflow=self.settings.max_overflow,
-                checked_in=pool.get("checkedin", 0),
-            ),
-            uows=counters.uow_stats(),
-            statements=counters.statement_stats(),
-            cache=self.cache.stats(),
-            events=EventStats(published=self.events.published, failed=self.events.failed),
-            outbox=self.outbox.stats(),
-        )
+        return status.stats(self)
 
     async def health(self) -> Health:
         """Round-trip PostgreSQL and the cache; never raises."""
-        started = time.perf_counter()
-        try:
-            version = await asyncio.wait_for(self._server_version(), self.settings.connect_timeout)
-            database = ComponentHealth(
-                ok=True,
-                latency_ms=(time.perf_counter() - started) * 1000,
-                detail={"server_version": str(version), "where": self._where()},
-            )
-        except Exception as exc:
-            database = ComponentHealth(
-                ok=False,
-                latency_ms=None,
-                error=self._refusal(exc)
-                or f"cannot reach PostgreSQL at {self._where()} ({type(exc).__name__})",
-            )
-        cache, replicas, outbox = await asyncio.gather(
-            self.cache.health(),
-            probes.probe_replicas(self.settings.replica_urls, self.settings.connect_timeout),
-            self._outbox_health(database.ok),
-        )
-        if self.router is not None:  # what read routing thinks of each replica
-            routing = {str(r.get("replica")): r for r in self.router.status()}
-            for where, replica in replicas.items():
-                if where in routing:
-                    replica.detail["routing"] = routing[where]
-        if not database.ok:
-            status: Literal["ok", "degraded", "down"] = "down"
-        elif not cache.ok or not outbox.ok or not all(r.ok for r in replicas.values()):
-            status = "degraded"
-        else:
-            status = "ok"
-        return Health(
-            status=status,
-            database=database,
-            cache=cache,
-            pool=self.pool_status(),
-            replicas=replicas,
-            outbox=outbox,
-        )
-
-    async def _outbox_health(self, reachable: bool) -> ComponentHealth:
-        """Degraded while the oldest undelivered outbox row is older than ``outbox_max_age``."""
-        limit = self.settings.outbox_max_age
-        try:
-            if reachable:
-                await self.outbox.measure()
-        except Exception as exc:
-            log.debug("outbox backlog query failed (%s)", type(exc).__name__)
-        figures = self.outbox.stats()
-        detail = {"backlog": figures.backlog, "oldest_age_s": round(figures.oldest_age, 3)}
-        if figures.oldest_age > limit:
-            return ComponentHealth(
-                ok=False,
-                latency_ms=None,
-                error=f"after-commit effects undelivered for {figures.oldest_age:.1f} s "
-                f"(limit {limit:g} s)",
-                detail=detail,
-            )
-        return ComponentHealth(ok=True, latency_ms=None, detail=detail)
-
-
-def _refusal(exc: BaseException, where: str = "", name: str = "") -> str | None:
-    """A reason that retrying cannot cure: missing database or rejected login."""
-    code = sqlstate_of(exc)
-    if code == INVALID_CATALOG_NAME:
-        return f"database {name!r} does not exist at {where} (run: alpha-data db create)"
-    if code in LOGIN_REJECTED:
-        return f"PostgreSQL at {where} rejected the login (check the user and password)"
-    return None
-
-
-def _drop_dead_connections(dbapi_connection: Any, record: Any, proxy: Any) -> None:
-    """Pool checkout hook: discard a connection whose server side has gone away.
-
-    asyncpg notices a terminated backend (FATAL + EOF) while the connection sits
-    idle in the pool, so ``is_closed()`` answers without a round trip; the pool
-    then retries with a fresh connection.
-    """
-    driver = getattr(dbapi_connection, "driver_connection", None)
-    if driver is not None and driver.is_closed():
-        raise DisconnectionError("pooled connection was closed by the server")
-
-
-def _invalidate_on_client_timeout(context: Any) -> None:
-    """A statement that got no reply within asyncpg's ``command_timeout``: drop the connection.
-
-    The network path (or the server) went silent; the connection cannot be
-    trusted to answer the next statement either, so it leaves the pool
-    instead of being handed out again (SQLAlchemy invalidates on is_disconnect).
-    """
-    if isinstance(context.original_exception, (TimeoutError, asyncio.TimeoutError)):
-        context.is_disconnect = True
-
-
-def _json_dumps(value: Any) -> str:
-    """orjson for JSONB columns (exact, fast); SQLAlchemy wants text."""
-    return orjson.dumps(value).decode()
+        return await status.health(self)
