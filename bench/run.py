@@ -45,6 +45,7 @@ def _modules() -> list[Any]:
         "bench.bench_metrics",
         "bench.bench_services",
         "bench.bench_observability",
+        "bench.bench_events",
     ):
         try:
             found.append(importlib.import_module(name))
