@@ -18,7 +18,6 @@ Ratios are ours / baseline (latency: medians; throughput: ms per event).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import sys
 import time
 import uuid
@@ -77,7 +76,8 @@ async def _ours_latency(db: Database, n: int) -> list[float]:
         try:
             return await _latencies(lambda i: db.events.deliver([_trade(i)]), got, n)
         finally:
-            await _stop(task)
+            await consumer.aclose()  # the loop ends after the read in flight
+            await asyncio.wait_for(task, 10)
 
 
 async def _raw_latency(
@@ -87,9 +87,11 @@ async def _raw_latency(
     got: asyncio.Queue[int] = asyncio.Queue()
     body = _trade(0).model_dump_json().encode()
 
+    stop = asyncio.Event()
+
     async def receive() -> None:
-        while True:
-            reply = await reader.xreadgroup("bench", "raw", {key: ">"}, count=100, block=1000)
+        while not stop.is_set():
+            reply = await reader.xreadgroup("bench", "raw", {key: ">"}, count=100, block=100)
             for _, entries in reply or ():
                 for entry_id, fields in entries:
                     got.put_nowait(int(fields[b"n"]))
@@ -102,7 +104,8 @@ async def _raw_latency(
     try:
         return await _latencies(send, got, n)
     finally:
-        await _stop(task)
+        stop.set()
+        await asyncio.wait_for(task, 10)
 
 
 async def _pubsub_latency(db: Database, n: int) -> list[float]:
@@ -121,7 +124,8 @@ async def _pubsub_latency(db: Database, n: int) -> list[float]:
         try:
             return await _latencies(send, got, n)
         finally:
-            await _stop(task)
+            await sub.aclose()
+            await asyncio.wait_for(task, 10)
 
 
 async def _ours_throughput(db: Database, n: int) -> float:
@@ -155,12 +159,6 @@ async def _raw_throughput(client: redis_asyncio.Redis, key: str, n: int) -> floa
                 await client.xack(key, "throughput", entry_id)
                 seen += 1
     return time.perf_counter() - started
-
-
-async def _stop(task: asyncio.Task[None]) -> None:
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError, Exception):
-        await task
 
 
 def _latency_row(name: str, ours: list[float], base: list[float], baseline: str) -> dict[str, Any]:
