@@ -46,6 +46,7 @@ def _modules() -> list[Any]:
         "bench.bench_services",
         "bench.bench_observability",
         "bench.bench_outbox",
+        "bench.bench_events",
         "bench.bench_load",
         "bench.bench_http",
     ):

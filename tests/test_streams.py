@@ -449,3 +449,13 @@ async def test_drop_stale_skips_older_snapshots(any_db: Database) -> None:
             await dedupe.handle(delivery, handler)
         assert seen == [2] and dedupe.stale == 1
         assert await nothing_more(consumer)  # both acknowledged
+
+
+async def test_a_task_waiting_on_a_consumer_can_be_cancelled(any_db: Database) -> None:
+    consumer = await any_db.events.consume("g", TradeExecuted, block=1.0).start()
+    waiting = asyncio.ensure_future(consumer.__anext__())
+    await asyncio.sleep(0.2)  # blocked in XREADGROUP
+    waiting.cancel()
+    done, _ = await asyncio.wait({waiting}, timeout=5)
+    assert done and waiting.cancelled()  # not swallowed into a reconnect loop
+    await consumer.aclose()

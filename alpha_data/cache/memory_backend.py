@@ -1,8 +1,8 @@
 """The in-process backend (``redis_url = memory://``): Redis semantics without Redis.
 
 Same entry format, tag tokens, conditional store, TTLs, pub/sub and streams
-with consumer groups (memory_streams) as the
-Redis backend, for development and unit tests; one process only. It holds
+with consumer groups (``memory_streams``) as the Redis backend, for
+development and unit tests; one process only. It holds
 at most ``max_items`` keys: expired ones go first, then the oldest (dropping
 a tag only turns the entries under it into misses).
 """

@@ -63,6 +63,14 @@ def _check_name(what: str, value: str) -> str:
     return value
 
 
+def _raise_if_cancelled() -> None:
+    """Re-raise a cancellation of the current task that a client library swallowed."""
+    task = asyncio.current_task()
+    cancelling = getattr(task, "cancelling", None)  # Python 3.11+
+    if cancelling is not None and cancelling():
+        raise asyncio.CancelledError
+
+
 class Delivery(Generic[E]):
     """One event read from a stream; pending in its group until ``ack()``."""
 
@@ -168,6 +176,7 @@ class Consumer(Generic[E]):
                     await self._prepare()
                 messages = await self._fetch()
             except CacheUnavailable as exc:
+                _raise_if_cancelled()  # redis-py may turn a cancellation into a lost connection
                 if self._closed:
                     raise StopAsyncIteration from None
                 await self._backoff(exc, "consume")
