@@ -86,7 +86,7 @@ def migrations(session: nox.Session) -> None:
 @nox.session(name="bench-smoke", python="3.12")
 def bench_smoke(session: nox.Session) -> None:
     """Every benchmark runs (quick sizes); timings are printed, never asserted."""
-    install(session, "-e", ".[test]")
+    install(session, "-e", ".[test,web]")  # web: uvicorn for the HTTP rows
     report = session.create_tmp() + "/bench-smoke.json"
     session.run("python", "-m", "bench.run", "--quick", "--output", report)
 

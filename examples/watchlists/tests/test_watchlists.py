@@ -141,7 +141,10 @@ async def test_the_run_database_has_both_trees_in_their_own_version_tables(
             await uow.session.execute(text("SELECT version_num FROM watchlists_alembic_version"))
         ).all()
     assert [row[0] for row in library] == [library_head()]
-    assert [row[0] for row in app] == ["w0001"]
+    # The app's table holds its own head, and the library's head too once the library
+    # moved past the revision w0001 depends on (two branches of one graph).
+    app_heads = {row[0] for row in app}
+    assert "w0001" in app_heads and app_heads <= {"w0001", library_head()}
 
 
 @asynccontextmanager
