@@ -115,10 +115,12 @@ class Database(Generic[U]):
         self.router: Router | None = (
             Router.from_settings(self.engine, s, self._replica_engine) if s.replica_urls else None
         )
+        #: The read-only pool on the primary (``read_engine``), built on first use.
+        self._read_engine: AsyncEngine | None = None
+        if self.router is not None and not s.pgbouncer_mode:
+            self.router.read_primary = self._read_only_engine
         self._sessions = self._make_sessions(read_only=False)
-        self._read_sessions = self._make_sessions(
-            read_only=True, autoflush=False, isolation_level="AUTOCOMMIT"
-        )
+        self._read_sessions: async_sessionmaker[AsyncSession] | None = None
         self._isolated: dict[tuple[str, bool], async_sessionmaker[AsyncSession]] = {}
         backend = make_cache_backend(s)
         self.cache: Cache = Cache(
@@ -133,11 +135,20 @@ class Database(Generic[U]):
         self.events = EventBus(self.cache.backend, prefix=s.cache_prefix)
         self._closed = False
 
-    def _make_engine(self, url: str) -> AsyncEngine:
-        """An engine and pool for ``url`` (the primary or a replica) from Settings."""
+    def _make_engine(self, url: str, *, read_only: bool = False) -> AsyncEngine:
+        """An engine and pool for ``url`` (the primary or a replica) from Settings.
+
+        ``read_only``: autocommit connections on which every statement runs
+        READ ONLY (see ``read_engine``).
+        """
         s = self.settings
+        extra: dict[str, Any] = {}
+        if read_only:
+            # Nothing to roll back on return: autocommit, and nothing can be written.
+            extra = {"isolation_level": "AUTOCOMMIT", "pool_reset_on_return": None}
         engine = create_async_engine(
             url,
+            **extra,
             pool_size=s.pool_size,
             max_overflow=s.max_overflow,
             pool_timeout=s.pool_timeout,
@@ -154,10 +165,35 @@ class Database(Generic[U]):
             logging_name="alpha_data",
             json_serializer=_json_dumps,
             json_deserializer=orjson.loads,
-            connect_args=connect_args(s),
+            connect_args=connect_args(s, read_only=read_only),
         )
         if s.pool_pre_ping:
             event.listen(engine.sync_engine.pool, "checkout", _drop_dead_connections)
+        return engine
+
+    @property
+    def read_engine(self) -> AsyncEngine | None:
+        """The read-only pool on the primary, once a read-only unit of work has used it.
+
+        Read-only units of work (``read_only=True``, no isolation level) that
+        run on the primary use it: autocommit connections opened with
+        ``default_transaction_read_only=on``, so a read costs one round trip
+        (no BEGIN READ ONLY / ROLLBACK) and a raw write still fails with
+        ReadOnlyError. Sized like the main pool (``pool_size``,
+        ``max_overflow``); its statements run ``db.engine``'s engine events.
+        None in ``pgbouncer_mode`` (startup parameters do not reach the
+        server there: read-only units of work run as READ ONLY transactions).
+        """
+        return self._read_engine
+
+    def _read_only_engine(self) -> AsyncEngine | None:
+        if self.settings.pgbouncer_mode:
+            return None
+        engine = self._read_engine
+        if engine is None:
+            engine = self._make_engine(self.settings.database_url, read_only=True)
+            sqlhooks.share_events(engine, self.engine, self.counters)
+            self._read_engine = engine
         return engine
 
     def _replica_engine(self, url: str) -> AsyncEngine:
@@ -236,6 +272,8 @@ class Database(Generic[U]):
         if self.router is not None:
             await self.router.close()
         await self.engine.dispose()
+        if self._read_engine is not None:
+            await self._read_engine.dispose()
 
     # -- sessions and units of work -----------------------------------------
 
@@ -252,9 +290,9 @@ class Database(Generic[U]):
             "join_transaction_mode": "create_savepoint",
         }
         self._sessions = async_sessionmaker(**kw, sync_session_class=DataSession)
-        self._read_sessions = async_sessionmaker(**kw, sync_session_class=ReadOnlySession)
+        reads = self._read_sessions = async_sessionmaker(**kw, sync_session_class=ReadOnlySession)
         self._isolated = {
-            (level, ro): self._read_sessions if ro else self._sessions
+            (level, ro): reads if ro else self._sessions
             for level in ("READ COMMITTED", "REPEATABLE READ", "SERIALIZABLE")
             for ro in (False, True)
         }
@@ -267,7 +305,14 @@ class Database(Generic[U]):
         self, isolation_level: IsolationLevel | None, read_only: bool
     ) -> async_sessionmaker[AsyncSession]:
         if isolation_level is None:
-            return self._read_sessions if read_only else self._sessions
+            if not read_only:
+                return self._sessions
+            factory = self._read_sessions
+            if factory is None:
+                factory = self._read_sessions = self._make_sessions(
+                    read_only=True, autoflush=False, isolation_level="AUTOCOMMIT"
+                )
+            return factory
         key = (isolation_level, read_only)
         factory = self._isolated.get(key)
         if factory is None:
@@ -280,9 +325,15 @@ class Database(Generic[U]):
         self, *, read_only: bool, autoflush: bool = True, **execution_options: Any
     ) -> async_sessionmaker[AsyncSession]:
         """A session factory on the primary engine with ``execution_options`` (routed if set)."""
-        # A read-only session is read-only on the primary too (a READ ONLY transaction).
-        primary = primary_read_options(execution_options) if read_only else execution_options
-        engine = self.engine.execution_options(**primary) if primary else self.engine
+        read_engine = None
+        if read_only and execution_options.get("isolation_level") == "AUTOCOMMIT":
+            read_engine = self._read_only_engine()
+        if read_engine is not None:  # autocommit on the read-only pool
+            engine = read_engine
+        else:
+            # A read-only session is read-only on the primary too (a READ ONLY transaction).
+            primary = primary_read_options(execution_options) if read_only else execution_options
+            engine = self.engine.execution_options(**primary) if primary else self.engine
         return async_sessionmaker(
             engine,
             expire_on_commit=False,
@@ -297,9 +348,10 @@ class Database(Generic[U]):
     ) -> U:
         """A new unit of work (``unit_of_work_class``): one session, one transaction.
 
-        ``read_only=True`` refuses writes, also raw SQL (``ReadOnlyError``): on a
-        replica each read runs in autocommit, on the primary in a READ ONLY
-        transaction.
+        ``read_only=True`` refuses writes, also raw SQL (``ReadOnlyError``): each
+        read runs in autocommit, on a replica or on the primary's read-only
+        pool (``read_engine``); with an isolation level, or in pgbouncer_mode,
+        in a READ ONLY transaction.
         """
         return self._uow_class(
             self._session_factory(isolation_level, read_only),
@@ -393,6 +445,10 @@ class Database(Generic[U]):
                 out[name] = int(method())
         if "overflow" in out:  # QueuePool counts unopened pool slots as negative overflow
             out["overflow"] = max(0, out["overflow"])
+        read: Any = self._read_engine.pool if self._read_engine is not None else None
+        if read is not None:  # the read-only pool on the primary (see read_engine)
+            out["read_checkedout"] = int(read.checkedout())
+            out["read_checkedin"] = int(read.checkedin())
         out["max_overflow"] = self.settings.max_overflow
         out["waits"] = self.counters.pool_waits
         out["timeouts"] = self.counters.pool_timeouts
@@ -417,6 +473,8 @@ class Database(Generic[U]):
                 wait_seconds=counters.pool_wait_seconds,
                 max_overflow=self.settings.max_overflow,
                 checked_in=pool.get("checkedin", 0),
+                read_checked_out=pool.get("read_checkedout", 0),
+                read_checked_in=pool.get("read_checkedin", 0),
             ),
             uows=counters.uow_stats(),
             statements=counters.statement_stats(),
