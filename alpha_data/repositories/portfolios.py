@@ -17,7 +17,7 @@ from alpha_data.errors import InvalidDataError, translate
 from alpha_data.models import Portfolio, Position, Trade
 from alpha_data.repositories.base import Repository, check_id
 from alpha_data.repositories.pagination import Page
-from alpha_data.repositories.rowload import holds_any, row_loader
+from alpha_data.repositories.rowload import fetch_with_children, holds_any, row_loader
 from alpha_data.validation import check_aware, check_money, check_symbol
 
 __all__ = ["PORTFOLIO_ID", "PortfolioRepository"]
@@ -48,7 +48,11 @@ class PortfolioRepository(Repository[Portfolio]):
 
     @cached(PORTFOLIO_ID, load=("positions",))
     async def get_with_positions(self, id: int, *, cached: bool = True) -> Portfolio | None:
-        """The portfolio with its positions loaded (exactly two statements), or None (cached)."""
+        """The portfolio with its positions loaded, or None (cached).
+
+        Read-only units of work: one LEFT JOIN statement (one snapshot);
+        otherwise the ORM's two (the portfolio, then ``selectinload``).
+        """
         check_id(id)
         if self.read_only:
             loaded = await self._fast_with_positions(id)
@@ -65,7 +69,7 @@ class PortfolioRepository(Repository[Portfolio]):
         return portfolio
 
     async def _fast_with_positions(self, id: int) -> Any:
-        """Read-only path: the same two statements, rows written straight into objects.
+        """Read-only path: one LEFT JOIN, rows written straight into objects.
 
         Returns ``_HELD`` when the session already holds one of the objects
         (the ORM path then refreshes them in place).
@@ -73,15 +77,16 @@ class PortfolioRepository(Repository[Portfolio]):
         portfolios, positions = row_loader(Portfolio), row_loader(Position)
         sync = self.session.sync_session
         try:
-            rows = await portfolios.fetch(self.session, "id", id)
-            if not rows:
-                return None
-            children = await positions.fetch(self.session, "portfolio_id", id, order_by="symbol")
+            row, children = await fetch_with_children(
+                self.session, portfolios, positions, "portfolio_id", id, order_by="symbol"
+            )
         except Exception as exc:
             raise translate(exc) from exc
-        if holds_any(sync, portfolios, rows) or holds_any(sync, positions, children):
+        if row is None:
+            return None
+        if holds_any(sync, portfolios, [row]) or holds_any(sync, positions, children):
             return _HELD
-        portfolio = portfolios.build(sync, rows[0])
+        portfolio = portfolios.build(sync, row)
         # Loaded, as a selectinload would leave it: no SQL, no history.
         set_committed_value(
             portfolio, "positions", [positions.build(sync, row) for row in children]

@@ -30,7 +30,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session, configure_mappers
 from sqlalchemy.orm.attributes import instance_state
 
-__all__ = ["RowLoader", "bulk_insert", "bulk_insert_keys", "row_loader"]
+__all__ = [
+    "RowLoader",
+    "bulk_insert",
+    "bulk_insert_keys",
+    "fetch_with_children",
+    "row_loader",
+]
 
 _DIALECT = asyncpg_dialect()  # type: ignore[no-untyped-call]
 
@@ -92,6 +98,45 @@ class RowLoader:
         conn = await session.connection()
         result = await conn.exec_driver_sql(self.sql_where(column_key, order_by), (value,))
         return list(result.all())
+
+
+@functools.cache
+def _sql_with_children(parent: RowLoader, child: RowLoader, foreign_key: str, order_by: str) -> str:
+    """``SELECT parent.*, child.* FROM parent LEFT JOIN child ... WHERE parent.pk = $1``."""
+    parent_table, child_table = parent.mapper.local_table, child.mapper.local_table
+    joined = parent_table.outerjoin(child_table, child_table.c[foreign_key] == parent.pk)
+    stmt = (
+        select(*parent.columns, *child.columns)
+        .select_from(joined)
+        .where(parent.pk == bindparam("value"))
+        .order_by(child_table.c[order_by], child.pk)
+    )
+    return str(stmt.compile(dialect=_DIALECT))
+
+
+async def fetch_with_children(
+    session: AsyncSession,
+    parent: RowLoader,
+    child: RowLoader,
+    foreign_key: str,
+    pk: Any,
+    order_by: str,
+) -> tuple[Sequence[Any] | None, list[Sequence[Any]]]:
+    """The parent row with primary key ``pk`` and its children, in one statement.
+
+    One LEFT JOIN instead of two queries: one round trip, and parent and
+    children come from one snapshot (two autocommit reads would each see
+    their own). Returns (None, []) when there is no parent.
+    """
+    conn = await session.connection()
+    sql = _sql_with_children(parent, child, foreign_key, order_by)
+    rows = (await conn.exec_driver_sql(sql, (pk,))).all()
+    if not rows:
+        return None, []
+    width = len(parent.columns)
+    child_pk = width + child.pk_index
+    children: list[Sequence[Any]] = [row[width:] for row in rows if row[child_pk] is not None]
+    return rows[0][:width], children
 
 
 _LOADERS: dict[type[Any], RowLoader] = {}
