@@ -95,9 +95,7 @@ class RowLoader:
         self, session: AsyncSession, column_key: str, value: Any, order_by: str | None = None
     ) -> list[Sequence[Any]]:
         """Rows where ``column_key = value`` on the session's connection."""
-        conn = await session.connection()
-        result = await conn.exec_driver_sql(self.sql_where(column_key, order_by), (value,))
-        return list(result.all())
+        return await session.run_sync(_fetch_all, self.sql_where(column_key, order_by), value)
 
 
 @functools.cache
@@ -128,15 +126,19 @@ async def fetch_with_children(
     children come from one snapshot (two autocommit reads would each see
     their own). Returns (None, []) when there is no parent.
     """
-    conn = await session.connection()
     sql = _sql_with_children(parent, child, foreign_key, order_by)
-    rows = (await conn.exec_driver_sql(sql, (pk,))).all()
+    rows = await session.run_sync(_fetch_all, sql, pk)
     if not rows:
         return None, []
     width = len(parent.columns)
     child_pk = width + child.pk_index
     children: list[Sequence[Any]] = [row[width:] for row in rows if row[child_pk] is not None]
     return rows[0][:width], children
+
+
+def _fetch_all(session: Session, sql: str, value: Any) -> list[Sequence[Any]]:
+    """Connection, statement and rows in one greenlet hop (``AsyncSession.run_sync``)."""
+    return list(session.connection().exec_driver_sql(sql, (value,)).all())
 
 
 _LOADERS: dict[type[Any], RowLoader] = {}
