@@ -28,6 +28,14 @@ _HELD: Any = object()  # the session already holds an object of the read
 PORTFOLIO_ID = TagSpec("portfolios", "id")
 
 
+# Built once: SQLAlchemy memoizes a statement object's cache key, so a reused
+# construct skips that work on each execution (record_trade's hot path).
+_POSITION = select(Position).where(
+    Position.portfolio_id == bindparam("portfolio_id"), Position.symbol == bindparam("symbol")
+)
+_POSITION_FOR_UPDATE = _POSITION.with_for_update().execution_options(populate_existing=True)
+
+
 class _TradePages(Repository[Trade]):
     """Keyset paging of trades by ``executed_at`` (used by PortfolioRepository)."""
 
@@ -99,12 +107,9 @@ class PortfolioRepository(Repository[Portfolio]):
         """The position in ``symbol``; ``for_update`` takes a row lock until commit."""
         check_id(portfolio_id, "portfolio_id")
         symbol = check_symbol(symbol)
-        stmt = select(Position).where(
-            Position.portfolio_id == portfolio_id, Position.symbol == symbol
-        )
-        if for_update:
-            stmt = stmt.with_for_update().execution_options(populate_existing=True)
-        position: Position | None = (await self._execute(stmt)).scalar_one_or_none()
+        stmt = _POSITION_FOR_UPDATE if for_update else _POSITION
+        params = {"portfolio_id": portfolio_id, "symbol": symbol}
+        position: Position | None = (await self._execute(stmt, params)).scalar_one_or_none()
         return position
 
     async def list_positions(self, portfolio_id: int) -> list[Position]:

@@ -187,6 +187,13 @@ def bulk_insert_keys(model: type[Any], objs: Sequence[Any]) -> tuple[str, ...] |
     return keys
 
 
+@functools.cache
+def _insert_returning(table: Any) -> Any:
+    """One ``INSERT … RETURNING *`` construct per table: SQLAlchemy memoizes the cache
+    key of a statement object, so reusing it skips that work on every execution."""
+    return insert(table).returning(*table.c, sort_by_parameter_order=True)
+
+
 async def bulk_insert(
     session: AsyncSession, model: type[Any], objs: Sequence[Any], keys: tuple[str, ...]
 ) -> None:
@@ -199,8 +206,7 @@ async def bulk_insert(
     if version is not None and mapper.get_property_by_column(version).key not in keys:
         extra[version.key] = 1  # what the ORM's version counter starts at
     params = [{by_key[k].key: obj.__dict__[k] for k in keys} | extra for obj in objs]
-    stmt = insert(table).returning(*table.c, sort_by_parameter_order=True)
-    rows = (await session.execute(stmt, params)).all()
+    rows = (await session.execute(_insert_returning(table), params)).all()
     attr_keys = [mapper.get_property_by_column(c).key for c in table.c]
     sync = session.sync_session
     identity_map = sync.identity_map
