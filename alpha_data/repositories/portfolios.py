@@ -34,6 +34,12 @@ _POSITION = select(Position).where(
     Position.portfolio_id == bindparam("portfolio_id"), Position.symbol == bindparam("symbol")
 )
 _POSITION_FOR_UPDATE = _POSITION.with_for_update().execution_options(populate_existing=True)
+_POSITIONS = (
+    select(Position)
+    .where(Position.portfolio_id == bindparam("portfolio_id"))
+    .order_by(Position.symbol)
+)
+_TRADE_BY_EXTERNAL_ID = select(Trade).where(Trade.external_id == bindparam("external_id"))
 
 
 class _TradePages(Repository[Trade]):
@@ -115,10 +121,8 @@ class PortfolioRepository(Repository[Portfolio]):
     async def list_positions(self, portfolio_id: int) -> list[Position]:
         """All positions of a portfolio, by symbol."""
         check_id(portfolio_id, "portfolio_id")
-        stmt = (
-            select(Position).where(Position.portfolio_id == portfolio_id).order_by(Position.symbol)
-        )
-        return list((await self._execute(stmt)).scalars().all())
+        result = await self._execute(_POSITIONS, {"portfolio_id": portfolio_id})
+        return list(result.scalars().all())
 
     async def add_position(self, position: Position) -> Position:
         """Insert a position (unique per portfolio and symbol)."""
@@ -169,8 +173,8 @@ class PortfolioRepository(Repository[Portfolio]):
         """The trade with this external id, or None."""
         if not isinstance(external_id, str) or not external_id or len(external_id) > 128:
             raise InvalidDataError("external_id must be a string of 1 to 128 characters")
-        stmt = select(Trade).where(Trade.external_id == external_id)
-        trade: Trade | None = (await self._execute(stmt)).scalar_one_or_none()
+        result = await self._execute(_TRADE_BY_EXTERNAL_ID, {"external_id": external_id})
+        trade: Trade | None = result.scalar_one_or_none()
         return trade
 
     async def upsert_prices(self, portfolio_id: int, prices: Mapping[str, Decimal]) -> int:
