@@ -107,3 +107,22 @@ async def test_pgbouncer_mode_keeps_read_only_transactions(real_db: Database) ->
             assert await in_transaction(uow)
         assert db.read_engine is None
     assert await count_raw(real_db) == 0
+
+
+async def test_routed_reads_on_the_primary_use_the_read_only_pool(real_db: Database) -> None:
+    """With replicas configured, reads the router keeps on the primary (start fence pending,
+    no usable replica) also run in autocommit on the read-only pool, writes refused."""
+    # The "replica" is the primary itself: never in recovery, so never usable.
+    settings = real_db.settings.model_copy(update={"replica_urls": [real_db.settings.database_url]})
+    async with Database(settings) as db:
+        assert db.router is not None
+        with pytest.raises(ReadOnlyError):
+            async with db.unit_of_work(read_only=True) as uow:
+                await uow.session.execute(INSERT)
+        async with db.unit_of_work(read_only=True) as uow:
+            await uow.users.get(1, cached=False)
+            assert not await in_transaction(uow)
+        assert db.read_engine is not None and db.stats().pool.read_checked_in >= 1
+        route = db.router.primary_route({"isolation_level": "REPEATABLE READ"})
+        assert route.engine is not db.read_engine  # a snapshot needs its transaction
+    assert await count_raw(real_db) == 0
