@@ -89,7 +89,11 @@ class Database(Generic[U]):
         self.router: Router | None = (
             Router.from_settings(self.engine, s, self._replica_engine) if s.replica_urls else None
         )
-        self._factories = SessionFactories(self.engine, self.router)
+        #: The read-only pool on the primary (``read_engine``), built on first use.
+        self._read_engine: AsyncEngine | None = None
+        if self.router is not None and not s.pgbouncer_mode:
+            self.router.read_primary = self._read_only_engine
+        self._factories = SessionFactories(self.engine, self.router, self._read_only_engine)
         backend = make_cache_backend(s)
         self.cache: Cache = Cache(
             backend,
@@ -107,6 +111,29 @@ class Database(Generic[U]):
         self.outbox = Outbox(make_outbox_engine(s), self.cache, self.events, s.outbox_grace)
         self.relay: Relay | None = None
         self._closed = False
+
+    @property
+    def read_engine(self) -> AsyncEngine | None:
+        """The read-only pool on the primary, once a read-only unit of work has used it.
+
+        Read-only units of work (``read_only=True``, no isolation level) on the
+        primary use autocommit connections opened with
+        ``default_transaction_read_only=on``: a read costs one round trip and a
+        raw write still fails with ReadOnlyError. Sized like the main pool; its
+        statements run ``db.engine``'s engine events. None in ``pgbouncer_mode``
+        (startup parameters do not reach the server there).
+        """
+        return self._read_engine
+
+    def _read_only_engine(self) -> AsyncEngine | None:
+        if self.settings.pgbouncer_mode:
+            return None
+        engine = self._read_engine
+        if engine is None:
+            engine = make_engine(self.settings, self.settings.database_url, read_only=True)
+            sqlhooks.share_events(engine, self.engine, self.counters)
+            self._read_engine = engine
+        return engine
 
     def _replica_engine(self, url: str) -> AsyncEngine:
         engine = make_engine(self.settings, url)
@@ -181,6 +208,8 @@ class Database(Generic[U]):
         if self.router is not None:
             await self.router.close()
         await self.engine.dispose()
+        if self._read_engine is not None:
+            await self._read_engine.dispose()
 
     # -- sessions and units of work -----------------------------------------
 
@@ -202,9 +231,10 @@ class Database(Generic[U]):
     ) -> U:
         """A new unit of work (``unit_of_work_class``): one session, one transaction.
 
-        ``read_only=True`` refuses writes, also raw SQL (``ReadOnlyError``): on a
-        replica each read runs in autocommit, on the primary in a READ ONLY
-        transaction.
+        ``read_only=True`` refuses writes, also raw SQL (``ReadOnlyError``): each
+        read runs in autocommit, on a replica or on the primary's read-only
+        pool (``read_engine``); with an isolation level, or in pgbouncer_mode,
+        in a READ ONLY transaction.
         """
         return self._uow_class(
             self._factories.factory(isolation_level, read_only),
@@ -244,7 +274,9 @@ class Database(Generic[U]):
 
     def pool_status(self) -> dict[str, int]:
         """Size, checked-out and overflow counts of the connection pool, and its waits."""
-        return status.pool_status(self.engine, self.settings.max_overflow, self.counters)
+        return status.pool_status(
+            self.engine, self.settings.max_overflow, self.counters, self._read_engine
+        )
 
     def stats(self) -> Stats:
         """A typed snapshot of pool, unit-of-work, statement, cache and event counters.

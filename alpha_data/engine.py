@@ -22,11 +22,20 @@ from alpha_data.settings import Settings
 __all__ = ["listen_dsn", "make_engine", "make_outbox_engine"]
 
 
-def make_engine(settings: Settings, url: str) -> AsyncEngine:
-    """An engine and pool for ``url`` (the primary or a replica) from Settings."""
+def make_engine(settings: Settings, url: str, *, read_only: bool = False) -> AsyncEngine:
+    """An engine and pool for ``url`` (the primary or a replica) from Settings.
+
+    ``read_only``: autocommit connections on which every statement runs READ
+    ONLY (the read-only pool on the primary: ``Database.read_engine``).
+    """
     s = settings
+    extra: dict[str, Any] = {}
+    if read_only:
+        # Nothing to roll back on return: autocommit, and nothing can be written.
+        extra = {"isolation_level": "AUTOCOMMIT", "pool_reset_on_return": None}
     engine = create_async_engine(
         url,
+        **extra,
         pool_size=s.pool_size,
         max_overflow=s.max_overflow,
         pool_timeout=s.pool_timeout,
@@ -43,7 +52,7 @@ def make_engine(settings: Settings, url: str) -> AsyncEngine:
         logging_name="alpha_data",
         json_serializer=_json_dumps,
         json_deserializer=orjson.loads,
-        connect_args=connect_args(s),
+        connect_args=connect_args(s, read_only=read_only),
     )
     if s.pool_pre_ping:
         event.listen(engine.sync_engine.pool, "checkout", _drop_dead_connections)

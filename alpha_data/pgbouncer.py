@@ -20,6 +20,13 @@ transaction on the server side. With ``pgbouncer_mode``:
   pgbouncer.ini). ``application_name`` is tracked by PgBouncer and still
   sent. ``Database.connect()`` warns when the timeout seen through PgBouncer
   is not ``statement_timeout``.
+* Read-only units of work: without PgBouncer they run in autocommit on a
+  pool of their own whose connections start with
+  ``default_transaction_read_only=on`` (no BEGIN/ROLLBACK round trips).
+  That is a startup parameter, which PgBouncer does not pass to its server
+  connections, so in pgbouncer_mode they run as ``BEGIN READ ONLY``
+  transactions on the one pool instead (two more round trips per unit of
+  work, and the same refusal of raw writes).
 * alpha_data holds no other session state: advisory locks are transaction
   scoped (``pg_advisory_xact_lock``), no SET, no LISTEN (events use Redis).
 """
@@ -67,9 +74,20 @@ def client_timeout(settings: Settings) -> float | None:
     return settings.statement_timeout + CLIENT_TIMEOUT_MARGIN
 
 
-def connect_args(settings: Settings) -> dict[str, Any]:
-    """asyncpg ``connect()`` arguments for ``settings`` (PgBouncer-safe in pgbouncer_mode)."""
+def connect_args(settings: Settings, *, read_only: bool = False) -> dict[str, Any]:
+    """asyncpg ``connect()`` arguments for ``settings`` (PgBouncer-safe in pgbouncer_mode).
+
+    ``read_only``: connections whose every transaction is READ ONLY
+    (``default_transaction_read_only`` as a startup parameter), for the
+    read-only pool on the primary. PgBouncer does not forward startup
+    parameters to its server connections, so in pgbouncer_mode this raises
+    ValueError: read-only units of work there run as READ ONLY transactions.
+    """
+    if read_only and settings.pgbouncer_mode:
+        raise ValueError("startup parameters do not reach the server through PgBouncer")
     server_settings = {"application_name": APPLICATION_NAME}
+    if read_only:
+        server_settings["default_transaction_read_only"] = "on"
     args: dict[str, Any] = {
         "timeout": settings.connect_timeout,  # bounds a connect that hangs (pool checkout too)
         "command_timeout": client_timeout(settings),

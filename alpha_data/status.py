@@ -56,8 +56,14 @@ async def server_version(engine: AsyncEngine) -> str:
         return str((await conn.execute(text("SHOW server_version"))).scalar_one())
 
 
-def pool_status(engine: AsyncEngine, max_overflow: int, counters: Counters) -> dict[str, int]:
-    """Size, checked-out and overflow counts of the connection pool, and its waits."""
+def pool_status(
+    engine: AsyncEngine,
+    max_overflow: int,
+    counters: Counters,
+    read_engine: AsyncEngine | None = None,
+) -> dict[str, int]:
+    """Size, checked-out and overflow counts of the connection pool, and its waits
+    (``read_*``: the read-only pool on the primary, once it exists)."""
     pool: Any = engine.pool
     out: dict[str, int] = {}
     for name in ("size", "checkedout", "overflow", "checkedin"):
@@ -66,6 +72,10 @@ def pool_status(engine: AsyncEngine, max_overflow: int, counters: Counters) -> d
             out[name] = int(method())
     if "overflow" in out:  # QueuePool counts unopened pool slots as negative overflow
         out["overflow"] = max(0, out["overflow"])
+    read: Any = read_engine.pool if read_engine is not None else None
+    if read is not None:
+        out["read_checkedout"] = int(read.checkedout())
+        out["read_checkedin"] = int(read.checkedin())
     out["max_overflow"] = max_overflow
     out["waits"] = counters.pool_waits
     out["timeouts"] = counters.pool_timeouts
@@ -86,6 +96,8 @@ def stats(db: Database[Any]) -> Stats:
             wait_seconds=counters.pool_wait_seconds,
             max_overflow=db.settings.max_overflow,
             checked_in=pool.get("checkedin", 0),
+            read_checked_out=pool.get("read_checkedout", 0),
+            read_checked_in=pool.get("read_checkedin", 0),
         ),
         uows=counters.uow_stats(),
         statements=counters.statement_stats(),

@@ -237,8 +237,14 @@ class UnitOfWork:
         if session is not None:
             try:
                 # close() releases the connection (rolling back anything not
-                # committed) and detaches objects without expiring them.
-                await session.close()
+                # committed) and detaches objects without expiring them. A
+                # session that never began (a pure cache hit) holds no
+                # connection: closing it is plain Python, no greenlet needed.
+                sync = session.sync_session
+                if sync.in_transaction():
+                    await session.close()
+                else:
+                    sync.close()
             except Exception:  # a dead connection cannot roll back; the server does
                 log.debug("session close failed after unit of work", exc_info=True)
         error: BaseException | None = None

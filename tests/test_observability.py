@@ -268,7 +268,7 @@ async def test_pool_waits_and_timeouts_are_counted_and_logged(
             await held.execute(text("SELECT 1"))
             assert db.stats().pool.checked_out == 1
             with pytest.raises(TransientError, match="pool"):
-                async with db.unit_of_work(read_only=True) as uow:
+                async with db.unit_of_work() as uow:  # read-only ones have a pool of their own
                     await uow.session.execute(text("SELECT 1"))
         stats = db.stats().pool
         assert stats.waits == 1 and stats.timeouts == 1
@@ -285,7 +285,7 @@ async def test_pool_waits_and_timeouts_are_counted_and_logged(
 
         holder = asyncio.ensure_future(release_soon())
         await asyncio.sleep(0.02)
-        async with db.unit_of_work(read_only=True) as uow:
+        async with db.unit_of_work() as uow:
             await uow.session.execute(text("SELECT 1"))
         await holder
         assert db.stats().pool.waits == 2 and db.stats().pool.timeouts == 1

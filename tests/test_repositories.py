@@ -252,17 +252,25 @@ async def _portfolio_with_positions(db, n: int):
     return p
 
 
-async def test_get_with_positions_is_two_statements(db):
+async def test_get_with_positions_is_one_statement_when_read_only(db):
     p = await _portfolio_with_positions(db, 20)
     async with db.unit_of_work(read_only=True) as uow:
         await uow.session.execute(text("SELECT 1"))
         with count_statements(db.engine) as counter:
             loaded = await uow.portfolios.get_with_positions(p.id)
-    assert counter.count <= 2
+    assert counter.count == 1
     assert loaded is not None and len(loaded.positions) == 20
     assert [x.symbol for x in loaded.positions] == sorted(x.symbol for x in loaded.positions)
     async with db.unit_of_work() as uow:
         assert await uow.portfolios.get_with_positions(10**12) is None
+
+
+async def test_get_with_positions_of_a_portfolio_without_positions(db):
+    p = await _portfolio_with_positions(db, 0)
+    async with db.unit_of_work(read_only=True) as uow:
+        loaded = await uow.portfolios.get_with_positions(p.id, cached=False)
+        assert await uow.portfolios.get_with_positions(10**12, cached=False) is None
+    assert loaded is not None and loaded.name == p.name and loaded.positions == []
 
 
 async def test_get_position_and_for_update(db):

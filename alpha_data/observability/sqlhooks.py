@@ -42,6 +42,7 @@ __all__ = [
     "StatementSink",
     "install",
     "installed_hooks",
+    "share_events",
 ]
 
 sql_log = logging.getLogger("alpha_data.sql")
@@ -248,6 +249,25 @@ class ObservedPool(AsyncAdaptedQueuePool):
         new.counters = self.counters
         new._throttle = self._throttle
         return new
+
+
+def share_events(engine: AsyncEngine, primary: AsyncEngine, counters: Counters) -> None:
+    """Make ``engine`` (a second pool on the primary) run ``primary``'s engine events.
+
+    ``engine`` takes ``primary``'s event dispatcher itself, so every statement
+    listener on ``db.engine`` — the statement hooks above, OpenTelemetry, a
+    test's counter, one added later — sees its statements too, exactly once;
+    its pool counts waits and timeouts into ``counters``. (Listeners of the
+    dialect or of the pool stay per engine.)
+    """
+    sync, main = engine.sync_engine, primary.sync_engine
+    sync.dispatch = main.dispatch
+    # Connections consult the engine's flag before dispatching; the shared
+    # dispatcher may gain listeners at any time.
+    sync._has_events = True
+    pool = sync.pool
+    if isinstance(pool, ObservedPool):
+        pool.counters = counters
 
 
 def install(engine: AsyncEngine, counters: Counters, slow_query_ms: float) -> StatementHooks:

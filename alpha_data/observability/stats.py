@@ -55,6 +55,9 @@ class PoolStats:
     wait_seconds: float = 0.0
     max_overflow: int = 0
     checked_in: int = 0
+    #: The read-only pool on the primary (``Database.read_engine``): in use and idle now.
+    read_checked_out: int = 0
+    read_checked_in: int = 0
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ from alpha_data.errors import InvalidDataError, translating
 from alpha_data.models import Portfolio, Position, Trade
 from alpha_data.repositories.base import Repository, check_id
 from alpha_data.repositories.pagination import Page
-from alpha_data.repositories.rowload import holds_any, row_loader
+from alpha_data.repositories.rowload import fetch_with_children, holds_any, row_loader
 from alpha_data.validation import check_aware, check_money, check_symbol
 
 __all__ = ["PORTFOLIO_ID", "PortfolioRepository"]
@@ -26,6 +26,20 @@ _HELD: Any = object()  # the session already holds an object of the read
 
 # Cached reads of portfolios (rows → tags: alpha_data.repositories.rules).
 PORTFOLIO_ID = TagSpec("portfolios", "id")
+
+
+# Built once: SQLAlchemy memoizes a statement object's cache key, so a reused
+# construct skips that work on each execution (record_trade's hot path).
+_POSITION = select(Position).where(
+    Position.portfolio_id == bindparam("portfolio_id"), Position.symbol == bindparam("symbol")
+)
+_POSITION_FOR_UPDATE = _POSITION.with_for_update().execution_options(populate_existing=True)
+_POSITIONS = (
+    select(Position)
+    .where(Position.portfolio_id == bindparam("portfolio_id"))
+    .order_by(Position.symbol)
+)
+_TRADE_BY_EXTERNAL_ID = select(Trade).where(Trade.external_id == bindparam("external_id"))
 
 
 class _TradePages(Repository[Trade]):
@@ -48,7 +62,11 @@ class PortfolioRepository(Repository[Portfolio]):
 
     @cached(PORTFOLIO_ID, load=("positions",))
     async def get_with_positions(self, id: int, *, cached: bool = True) -> Portfolio | None:
-        """The portfolio with its positions loaded (exactly two statements), or None (cached)."""
+        """The portfolio with its positions loaded, or None (cached).
+
+        Read-only units of work: one LEFT JOIN statement (one snapshot);
+        otherwise the ORM's two (the portfolio, then ``selectinload``).
+        """
         check_id(id)
         if self.read_only:
             loaded = await self._fast_with_positions(id)
@@ -65,7 +83,7 @@ class PortfolioRepository(Repository[Portfolio]):
         return portfolio
 
     async def _fast_with_positions(self, id: int) -> Any:
-        """Read-only path: the same two statements, rows written straight into objects.
+        """Read-only path: one LEFT JOIN, rows written straight into objects.
 
         Returns ``_HELD`` when the session already holds one of the objects
         (the ORM path then refreshes them in place).
@@ -73,13 +91,14 @@ class PortfolioRepository(Repository[Portfolio]):
         portfolios, positions = row_loader(Portfolio), row_loader(Position)
         sync = self.session.sync_session
         with translating():
-            rows = await portfolios.fetch(self.session, "id", id)
-            if not rows:
-                return None
-            children = await positions.fetch(self.session, "portfolio_id", id, order_by="symbol")
-        if holds_any(sync, portfolios, rows) or holds_any(sync, positions, children):
+            row, children = await fetch_with_children(
+                self.session, portfolios, positions, "portfolio_id", id, order_by="symbol"
+            )
+        if row is None:
+            return None
+        if holds_any(sync, portfolios, [row]) or holds_any(sync, positions, children):
             return _HELD
-        portfolio = portfolios.build(sync, rows[0])
+        portfolio = portfolios.build(sync, row)
         # Loaded, as a selectinload would leave it: no SQL, no history.
         set_committed_value(
             portfolio, "positions", [positions.build(sync, row) for row in children]
@@ -92,21 +111,16 @@ class PortfolioRepository(Repository[Portfolio]):
         """The position in ``symbol``; ``for_update`` takes a row lock until commit."""
         check_id(portfolio_id, "portfolio_id")
         symbol = check_symbol(symbol)
-        stmt = select(Position).where(
-            Position.portfolio_id == portfolio_id, Position.symbol == symbol
-        )
-        if for_update:
-            stmt = stmt.with_for_update().execution_options(populate_existing=True)
-        position: Position | None = (await self._execute(stmt)).scalar_one_or_none()
+        stmt = _POSITION_FOR_UPDATE if for_update else _POSITION
+        params = {"portfolio_id": portfolio_id, "symbol": symbol}
+        position: Position | None = (await self._execute(stmt, params)).scalar_one_or_none()
         return position
 
     async def list_positions(self, portfolio_id: int) -> list[Position]:
         """All positions of a portfolio, by symbol."""
         check_id(portfolio_id, "portfolio_id")
-        stmt = (
-            select(Position).where(Position.portfolio_id == portfolio_id).order_by(Position.symbol)
-        )
-        return list((await self._execute(stmt)).scalars().all())
+        result = await self._execute(_POSITIONS, {"portfolio_id": portfolio_id})
+        return list(result.scalars().all())
 
     async def add_position(self, position: Position) -> Position:
         """Insert a position (unique per portfolio and symbol)."""
@@ -157,8 +171,8 @@ class PortfolioRepository(Repository[Portfolio]):
         """The trade with this external id, or None."""
         if not isinstance(external_id, str) or not external_id or len(external_id) > 128:
             raise InvalidDataError("external_id must be a string of 1 to 128 characters")
-        stmt = select(Trade).where(Trade.external_id == external_id)
-        trade: Trade | None = (await self._execute(stmt)).scalar_one_or_none()
+        result = await self._execute(_TRADE_BY_EXTERNAL_ID, {"external_id": external_id})
+        trade: Trade | None = result.scalar_one_or_none()
         return trade
 
     async def upsert_prices(self, portfolio_id: int, prices: Mapping[str, Decimal]) -> int:

@@ -33,7 +33,13 @@ from sqlalchemy.orm.attributes import instance_state
 from alpha_data._sa_internals import add_persistent, build_persistent, mark_loaded
 from alpha_data.models.json import track_json
 
-__all__ = ["RowLoader", "bulk_insert", "bulk_insert_keys", "row_loader"]
+__all__ = [
+    "RowLoader",
+    "bulk_insert",
+    "bulk_insert_keys",
+    "fetch_with_children",
+    "row_loader",
+]
 
 _DIALECT = asyncpg_dialect()  # type: ignore[no-untyped-call]
 
@@ -88,9 +94,50 @@ class RowLoader:
         self, session: AsyncSession, column_key: str, value: Any, order_by: str | None = None
     ) -> list[Sequence[Any]]:
         """Rows where ``column_key = value`` on the session's connection."""
-        conn = await session.connection()
-        result = await conn.exec_driver_sql(self.sql_where(column_key, order_by), (value,))
-        return list(result.all())
+        return await session.run_sync(_fetch_all, self.sql_where(column_key, order_by), value)
+
+
+@functools.cache
+def _sql_with_children(parent: RowLoader, child: RowLoader, foreign_key: str, order_by: str) -> str:
+    """``SELECT parent.*, child.* FROM parent LEFT JOIN child ... WHERE parent.pk = $1``."""
+    parent_table, child_table = parent.mapper.local_table, child.mapper.local_table
+    joined = parent_table.outerjoin(child_table, child_table.c[foreign_key] == parent.pk)
+    stmt = (
+        select(*parent.columns, *child.columns)
+        .select_from(joined)
+        .where(parent.pk == bindparam("value"))
+        .order_by(child_table.c[order_by], child.pk)
+    )
+    return str(stmt.compile(dialect=_DIALECT))
+
+
+async def fetch_with_children(
+    session: AsyncSession,
+    parent: RowLoader,
+    child: RowLoader,
+    foreign_key: str,
+    pk: Any,
+    order_by: str,
+) -> tuple[Sequence[Any] | None, list[Sequence[Any]]]:
+    """The parent row with primary key ``pk`` and its children, in one statement.
+
+    One LEFT JOIN instead of two queries: one round trip, and parent and
+    children come from one snapshot (two autocommit reads would each see
+    their own). Returns (None, []) when there is no parent.
+    """
+    sql = _sql_with_children(parent, child, foreign_key, order_by)
+    rows = await session.run_sync(_fetch_all, sql, pk)
+    if not rows:
+        return None, []
+    width = len(parent.columns)
+    child_pk = width + child.pk_index
+    children: list[Sequence[Any]] = [row[width:] for row in rows if row[child_pk] is not None]
+    return rows[0][:width], children
+
+
+def _fetch_all(session: Session, sql: str, value: Any) -> list[Sequence[Any]]:
+    """Connection, statement and rows in one greenlet hop (``AsyncSession.run_sync``)."""
+    return list(session.connection().exec_driver_sql(sql, (value,)).all())
 
 
 _LOADERS: dict[type[Any], RowLoader] = {}
@@ -139,6 +186,13 @@ def bulk_insert_keys(model: type[Any], objs: Sequence[Any]) -> tuple[str, ...] |
     return keys
 
 
+@functools.cache
+def _insert_returning(table: Any) -> Any:
+    """One ``INSERT … RETURNING *`` construct per table: SQLAlchemy memoizes the cache
+    key of a statement object, so reusing it skips that work on every execution."""
+    return insert(table).returning(*table.c, sort_by_parameter_order=True)
+
+
 async def bulk_insert(
     session: AsyncSession, model: type[Any], objs: Sequence[Any], keys: tuple[str, ...]
 ) -> None:
@@ -151,8 +205,7 @@ async def bulk_insert(
     if version is not None and mapper.get_property_by_column(version).key not in keys:
         extra[version.key] = 1  # what the ORM's version counter starts at
     params = [{by_key[k].key: obj.__dict__[k] for k in keys} | extra for obj in objs]
-    stmt = insert(table).returning(*table.c, sort_by_parameter_order=True)
-    rows = (await session.execute(stmt, params)).all()
+    rows = (await session.execute(_insert_returning(table), params)).all()
     attr_keys = [mapper.get_property_by_column(c).key for c in table.c]
     sync = session.sync_session
     pk_index = list(table.c).index(mapper.primary_key[0])

@@ -108,6 +108,8 @@ class Router:
         self.monitor = Monitor(self, probes or EngineProbes(primary), clock)
         self._next = 0
         self._primary_variants: Variants = {}
+        #: The primary's read-only autocommit pool (set by Database; None: READ ONLY transactions).
+        self.read_primary: Callable[[], AsyncEngine | None] | None = None
 
     @classmethod
     def from_settings(
@@ -149,7 +151,12 @@ class Router:
         return Route(self, replica, self._variant(replica, options), options)
 
     def primary_route(self, options: Mapping[str, Any]) -> Route:
-        """A Route to the primary (read-only there too: ``primary_read_options``)."""
+        """A Route to the primary (read-only there too: its read-only pool, else
+        ``primary_read_options``)."""
+        if self.read_primary is not None and options.get("isolation_level") == "AUTOCOMMIT":
+            engine = self.read_primary()
+            if engine is not None:
+                return Route(self, None, engine, options)
         return Route(self, None, self._variant(None, primary_read_options(options)), options)
 
     def _variant(self, replica: Replica | None, options: Mapping[str, Any]) -> AsyncEngine:
