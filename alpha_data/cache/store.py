@@ -20,11 +20,12 @@ from collections.abc import Awaitable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from alpha_data.cache.backends import CacheBackend, CacheUnavailable, Store
-from alpha_data.cache.breaker import Breaker
+from alpha_data.cache.backends import CacheBackend, Store
 from alpha_data.cache.flight import Flights
 from alpha_data.cache.tags import entity_keys
 from alpha_data.health import ComponentHealth
+from alpha_data.redisio.breaker import Breaker
+from alpha_data.redisio.protocol import CacheUnavailable
 
 __all__ = ["MAX_PENDING", "Cache", "CacheStats"]
 
