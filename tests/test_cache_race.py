@@ -71,10 +71,10 @@ async def test_a_failed_tag_kept_again_during_delivery_stays_pending(settings: S
     backend = HeldBackend(make_cache_backend(settings))
     cache = Cache(backend, prefix=settings.cache_prefix, ttl=60, negative_ttl=5)  # type: ignore[arg-type]
     try:
-        cache._keep(["users:2"])  # an earlier failed delivery
+        cache.delivery.keep(["users:2"])  # an earlier failed delivery
         first = asyncio.create_task(cache.invalidate(["users:3"]))
         await asyncio.wait_for(backend.applied.wait(), 5)
-        cache._keep(["users:2"])  # failed again while the batch was in flight
+        cache.delivery.keep(["users:2"])  # failed again while the batch was in flight
         backend.gate.set()
         assert await first
         assert cache.stats().pending_invalidations == 1  # the later failure is not forgotten

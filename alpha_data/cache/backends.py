@@ -14,6 +14,7 @@ pub/sub types and ``CacheUnavailable`` live in ``alpha_data.redisio.protocol``
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from typing import Any, NamedTuple, Protocol
 
@@ -28,6 +29,7 @@ __all__ = [
     "StreamEntry",
     "StreamMessage",
     "make_cache_backend",
+    "new_tokens",
 ]
 
 
@@ -132,6 +134,13 @@ class CacheBackend(Protocol):
     async def close(self) -> None:
         """Release connections."""
         ...
+
+
+def new_tokens(count: int, kind: str) -> list[str]:
+    """``count`` tokens no tag has held before: ``kind`` (``i`` first token of a
+    tag, ``b`` invalidation), 64 random bits and an index."""
+    base = kind + os.urandom(8).hex()
+    return [f"{base}.{i:x}" for i in range(count)]
 
 
 def make_cache_backend(settings: Settings) -> CacheBackend:
