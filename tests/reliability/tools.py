@@ -18,6 +18,7 @@ from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 import asyncpg
 from sqlalchemy import event, text
@@ -376,6 +377,14 @@ class TcpProxy:
         finally:
             dst.transport.abort()
             self._writers.discard(dst)
+
+
+async def proxied_redis(url: str) -> tuple[TcpProxy, str]:
+    """A started TcpProxy in front of the Redis at ``url``, and the URL through it."""
+    target = urlsplit(url)
+    proxy = TcpProxy(target.hostname or "127.0.0.1", target.port or 6379)
+    port = await proxy.start()
+    return proxy, f"redis://127.0.0.1:{port}{target.path}"
 
 
 # -- a Redis server of our own ------------------------------------------------------------------
