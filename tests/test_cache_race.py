@@ -10,7 +10,7 @@ which forces exactly that interleaving against the real Redis.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from decimal import Decimal
 from typing import Any
 
@@ -92,26 +92,14 @@ class LateRepliesProxy(TcpProxy):
         super().__init__(host, port)
         self.delay = delay
 
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        up_reader, up_writer = await asyncio.open_connection(*self.target)
-        self._writers.update((writer, up_writer))
-        for task in (
-            asyncio.ensure_future(self._pipe(reader, up_writer)),
-            asyncio.ensure_future(self._late(up_reader, writer)),
-        ):
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
-
-    async def _late(self, src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
-        try:
-            while data := await src.read(65536):
-                await asyncio.sleep(self.delay)
-                dst.write(data)
-                await dst.drain()
-        except (ConnectionError, asyncio.CancelledError):
-            pass
-        finally:
-            dst.transport.abort()
+    def _relay(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        up_reader: asyncio.StreamReader,
+        up_writer: asyncio.StreamWriter,
+    ) -> list[Coroutine[Any, Any, None]]:
+        return [self._pipe(reader, up_writer), self._pipe(up_reader, writer, self.delay)]
 
 
 async def test_concurrent_trades_with_late_redis_replies_leave_no_stale_read(
