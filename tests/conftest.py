@@ -15,14 +15,16 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.support import create_database, drop_database, run_id
-
 pytest_plugins = ["alpha_data.testing"]
 
 
 @pytest.fixture
 def fresh_database() -> Iterator[str]:
     """The URL of a new, empty database (dropped afterwards)."""
+    # Imported here: importing alpha_data.testing before pytest loads it as the
+    # plugin above would keep pytest from rewriting its asserts.
+    from tests.support import create_database, drop_database, run_id
+
     name = f"alpha_fresh_{run_id()}"
     url = create_database(name)
     try:
