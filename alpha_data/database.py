@@ -18,7 +18,6 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 
 from alpha_data import status
 from alpha_data.cache import Cache, make_cache_backend
-from alpha_data.cache.redis_client import is_cluster
 from alpha_data.engine import listen_dsn, make_engine, make_outbox_engine
 from alpha_data.events import EventBus
 from alpha_data.health import ComponentHealth
@@ -26,6 +25,7 @@ from alpha_data.observability import sqlhooks
 from alpha_data.observability.stats import Counters, Stats
 from alpha_data.outbox import Outbox, Relay
 from alpha_data.pgbouncer import check_statement_timeout
+from alpha_data.redisio.client import is_cluster
 from alpha_data.repositories.rules import register_rules
 from alpha_data.retry import backoff_delay as backoff_delay  # its import path before retry.py
 from alpha_data.retry import run_with_retries, wait_for_server

@@ -16,15 +16,10 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
-from alpha_data.errors import (
-    INVALID_CATALOG_NAME,
-    LOGIN_REJECTED,
-    DatabaseUnavailableError,
-    TransientError,
-    is_retryable,
-    sqlstate_of,
-)
+from alpha_data.driver_errors import sqlstate_of
+from alpha_data.errors import DatabaseUnavailableError, TransientError, is_retryable
 from alpha_data.observability.stats import Counters
+from alpha_data.sqlstates import INVALID_CATALOG_NAME, LOGIN_REJECTED
 from alpha_data.uow import UnitOfWork
 from alpha_data.urls import database_name, server_address
 

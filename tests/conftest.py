@@ -7,6 +7,27 @@
 * ``settings``, ``database_url`` (one database per run, migrated with Alembic),
   ``redis_prefix`` (one per test; the run's keys are deleted at the end) and a
   fast password hasher for every test.
+* ``fresh_database``: the URL of a new, empty database (no schema), dropped
+  after the test (migration and CLI tests start from nothing).
 """
 
+from collections.abc import Iterator
+
+import pytest
+
 pytest_plugins = ["alpha_data.testing"]
+
+
+@pytest.fixture
+def fresh_database() -> Iterator[str]:
+    """The URL of a new, empty database (dropped afterwards)."""
+    # Imported here: importing alpha_data.testing before pytest loads it as the
+    # plugin above would keep pytest from rewriting its asserts.
+    from tests.support import create_database, drop_database, run_id
+
+    name = f"alpha_fresh_{run_id()}"
+    url = create_database(name)
+    try:
+        yield url
+    finally:
+        drop_database(name)

@@ -32,7 +32,7 @@ from alpha_data.repositories.pagination import Page
 from alpha_data.repositories.portfolios import PortfolioRepository
 from alpha_data.repositories.users import USER_ID, UserRepository
 from alpha_data.testing import truncate_all
-from tests.factories import (
+from alpha_data.testing.factories import (
     FAKE_HASH,
     AlertFactory,
     PortfolioFactory,

@@ -10,7 +10,7 @@ which forces exactly that interleaving against the real Redis.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from decimal import Decimal
 from typing import Any
 
@@ -71,10 +71,10 @@ async def test_a_failed_tag_kept_again_during_delivery_stays_pending(settings: S
     backend = HeldBackend(make_cache_backend(settings))
     cache = Cache(backend, prefix=settings.cache_prefix, ttl=60, negative_ttl=5)  # type: ignore[arg-type]
     try:
-        cache._keep(["users:2"])  # an earlier failed delivery
+        cache.delivery.keep(["users:2"])  # an earlier failed delivery
         first = asyncio.create_task(cache.invalidate(["users:3"]))
         await asyncio.wait_for(backend.applied.wait(), 5)
-        cache._keep(["users:2"])  # failed again while the batch was in flight
+        cache.delivery.keep(["users:2"])  # failed again while the batch was in flight
         backend.gate.set()
         assert await first
         assert cache.stats().pending_invalidations == 1  # the later failure is not forgotten
@@ -92,26 +92,14 @@ class LateRepliesProxy(TcpProxy):
         super().__init__(host, port)
         self.delay = delay
 
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        up_reader, up_writer = await asyncio.open_connection(*self.target)
-        self._writers.update((writer, up_writer))
-        for task in (
-            asyncio.ensure_future(self._pipe(reader, up_writer)),
-            asyncio.ensure_future(self._late(up_reader, writer)),
-        ):
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
-
-    async def _late(self, src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
-        try:
-            while data := await src.read(65536):
-                await asyncio.sleep(self.delay)
-                dst.write(data)
-                await dst.drain()
-        except (ConnectionError, asyncio.CancelledError):
-            pass
-        finally:
-            dst.transport.abort()
+    def _relay(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        up_reader: asyncio.StreamReader,
+        up_writer: asyncio.StreamWriter,
+    ) -> list[Coroutine[Any, Any, None]]:
+        return [self._pipe(reader, up_writer), self._pipe(up_reader, writer, self.delay)]
 
 
 async def test_concurrent_trades_with_late_redis_replies_leave_no_stale_read(

@@ -15,8 +15,8 @@ from alpha_data.errors import (
     InvalidDataError,
     TransientError,
 )
+from alpha_data.testing.factories import PortfolioFactory, UserFactory
 from alpha_data.uow import UnitOfWork
-from tests.factories import PortfolioFactory, UserFactory
 from tests.support import terminate_backend
 
 

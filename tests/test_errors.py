@@ -13,8 +13,8 @@ from alpha_data.errors import (
     InvalidDataError,
     TransientError,
 )
+from alpha_data.testing.factories import PortfolioFactory, PositionFactory
 from alpha_data.uow import UnitOfWork
-from tests.factories import PortfolioFactory, PositionFactory
 
 
 async def _raises(db, sql: str, error: type[DataLayerError], sqlstate: str, params=None):

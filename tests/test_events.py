@@ -14,7 +14,7 @@ import redis.asyncio as redis_asyncio
 from alpha_data import Database, Settings
 from alpha_data.errors import ConflictError
 from alpha_data.events import AlertRaised, PositionChanged, Subscription, TradeExecuted
-from tests.factories import UserFactory
+from alpha_data.testing.factories import UserFactory
 from tests.support import REDIS_URL
 
 WHEN = datetime(2026, 3, 4, 5, 6, 7, 890123, tzinfo=timezone(timedelta(hours=2)))

@@ -6,7 +6,6 @@ also checks.
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -18,8 +17,9 @@ from alpha_data import Database, Settings, UnitOfWork
 from alpha_data.errors import UnitOfWorkStateError
 from alpha_data.models import User
 from alpha_data.repositories import MetricsRepository, Page, UserRepository
+from alpha_data.testing import isolated
+from alpha_data.testing.factories import PortfolioFactory, UserFactory
 from alpha_data.uow import ReadOnlySession
-from tests.factories import PortfolioFactory, UserFactory
 from tests.typed_app.app import (
     AppUoW,
     NamedUsers,
@@ -30,22 +30,6 @@ from tests.typed_app.app import (
     make_database,
     read_with_context_managers,
 )
-
-
-@contextlib.asynccontextmanager
-async def isolated_app_db(settings: Settings) -> AsyncIterator[Database[AppUoW]]:
-    """The app's Database inside one outer transaction rolled back at the end."""
-    database = make_database(settings)
-    async with database.engine.connect() as conn:
-        outer = await conn.begin()
-        database.use_connection(conn)
-        try:
-            yield database
-        finally:
-            if outer.is_active:
-                await outer.rollback()
-    await database.close()
-
 
 # -- uow.repository ---------------------------------------------------------------
 
@@ -148,7 +132,7 @@ async def test_stale_repository_after_an_exception_refuses_too(db: Database) -> 
 
 
 async def test_database_builds_the_apps_unit_of_work(settings: Settings) -> None:
-    async with isolated_app_db(settings) as db:
+    async with isolated(settings, AppUoW) as db:
         uow = db.unit_of_work()
         assert type(uow) is AppUoW
         async with uow as entered:

@@ -22,8 +22,8 @@ from alpha_data.cache.tags import row_rule
 from alpha_data.models import ApiKey, Role, User
 from alpha_data.repositories import Repository
 from alpha_data.repositories.users import USER_EMAIL, USER_ID, USER_NAME
+from alpha_data.testing.factories import ApiKeyFactory, UserFactory
 from alpha_data.uow import DataSession
-from tests.factories import ApiKeyFactory, UserFactory
 
 # -- an application's cached reads over the library's models -------------------------
 

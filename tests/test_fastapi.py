@@ -24,8 +24,8 @@ from alpha_data.integrations.fastapi import (
 from alpha_data.models import User
 from alpha_data.repositories import MetricsRepository
 from alpha_data.services import create_user
+from alpha_data.testing.factories import FAKE_HASH
 from examples.api import create_app
-from tests.factories import FAKE_HASH
 
 PASSWORD = "correct horse battery"
 

@@ -15,9 +15,7 @@ import os
 import subprocess
 import sys
 from datetime import datetime
-from typing import Any
 
-import pytest
 from sqlalchemy import Column, Integer, MetaData, String, Table, text
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
@@ -31,7 +29,7 @@ from alpha_data.migrations_support import (
 )
 from alpha_data.models.base import TimestampedIdMixin
 from alpha_data.models.triggers import create_trigger_sql, drop_trigger_sql
-from tests.support import ROOT, create_database, drop_database, run_id
+from tests.support import ROOT
 
 APP = ROOT / "examples" / "watchlists"
 
@@ -125,22 +123,12 @@ def _run_app_tree(url: str, script: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-@pytest.fixture
-def fresh_url() -> Any:
-    name = f"alpha_apptree_{run_id()}"
-    url = create_database(name)
-    try:
-        yield url
-    finally:
-        drop_database(name)
-
-
-def test_an_app_tree_needs_the_library_first_and_never_reapplies_it(fresh_url: str) -> None:
-    refused = _run_app_tree(fresh_url, "command.upgrade(cfg, 'heads')\n")
+def test_an_app_tree_needs_the_library_first_and_never_reapplies_it(fresh_database: str) -> None:
+    refused = _run_app_tree(fresh_database, "command.upgrade(cfg, 'heads')\n")
     assert refused.returncode != 0
     assert "run `alpha-data migrate` first" in refused.stderr
     done = _run_app_tree(
-        fresh_url,
+        fresh_database,
         "upgrade(cfg, cfg.attributes['url'])\n"
         "upgrade(cfg, cfg.attributes['url'])\n"  # again: nothing to do, nothing re-applied
         "command.check(cfg)\n"

@@ -10,7 +10,7 @@ from sqlalchemy import insert, text
 
 from alpha_data.errors import ConflictError, InvalidDataError
 from alpha_data.models import ApiKey, Portfolio, Position, User
-from tests.factories import (
+from alpha_data.testing.factories import (
     ApiKeyFactory,
     PortfolioFactory,
     PositionFactory,

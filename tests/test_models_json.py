@@ -15,7 +15,7 @@ from sqlalchemy.ext.mutable import Mutable
 
 from alpha_data import Database
 from alpha_data.models import Alert, ApiKey, Base, User
-from tests.factories import AlertFactory, ApiKeyFactory, UserFactory
+from alpha_data.testing.factories import AlertFactory, ApiKeyFactory, UserFactory
 
 
 async def _stored(db: Database, model: type[Any], id_: int, column: str) -> Any:

@@ -12,7 +12,7 @@ from sqlalchemy import text
 from alpha_data.errors import ConflictError, InvalidDataError, NotFoundError
 from alpha_data.models import Severity, User
 from alpha_data.repositories import Page
-from tests.factories import (
+from alpha_data.testing.factories import (
     AlertFactory,
     ApiKeyFactory,
     PortfolioFactory,

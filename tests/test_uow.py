@@ -6,7 +6,7 @@ import pytest
 
 from alpha_data.errors import ConflictError, ReadOnlyError, UnitOfWorkStateError
 from alpha_data.models import User
-from tests.factories import UserFactory
+from alpha_data.testing.factories import UserFactory
 
 
 async def test_commit_persists_and_objects_stay_loaded(db):

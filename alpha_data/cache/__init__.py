@@ -5,14 +5,14 @@ happens when Redis is down.
 """
 
 from alpha_data.cache.backends import CacheBackend, CacheUnavailable, make_cache_backend
-from alpha_data.cache.breaker import Breaker
+from alpha_data.cache.cache import Cache, CacheStats
 from alpha_data.cache.decorator import cached
 from alpha_data.cache.invalidation import CacheScope, invalidate, invalidates, scope_of
 from alpha_data.cache.memory_backend import MemoryBackend
 from alpha_data.cache.orm import SecretNotLoadedError
 from alpha_data.cache.redis_backend import RedisBackend
-from alpha_data.cache.store import Cache, CacheStats
 from alpha_data.cache.tags import TagSpec, invalidated_by
+from alpha_data.redisio.breaker import Breaker
 
 __all__ = [
     "Breaker",

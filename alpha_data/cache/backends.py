@@ -1,4 +1,4 @@
-"""What the cache and the event bus need from a store: the protocol and the factory.
+"""What the cache and the event bus need from a backend: the protocol and the factory.
 
 A backend speaks bytes and tag tokens and raises ``CacheUnavailable`` for
 any failure (down, stalled, erroring); the ``Cache`` front turns that into a
@@ -7,14 +7,18 @@ the in-process ``MemoryBackend`` (``redis_url = memory://``).
 
 Entries are stored as ``["<token>,<token>",<body>`` where ``body`` is the
 rest of a JSON array: an entry is valid only while every tag it was stored
-under still holds the token it had when the read began.
+under still holds the token it had when the read began. The stream and
+pub/sub types and ``CacheUnavailable`` live in ``alpha_data.redisio.protocol``
+(shared with the event bus) and are re-exported here.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from typing import Any, NamedTuple, Protocol
 
+from alpha_data.redisio.protocol import CacheUnavailable, PubSubLink, StreamEntry, StreamMessage
 from alpha_data.settings import Settings
 
 __all__ = [
@@ -25,11 +29,8 @@ __all__ = [
     "StreamEntry",
     "StreamMessage",
     "make_cache_backend",
+    "new_tokens",
 ]
-
-
-class CacheUnavailable(Exception):
-    """The backend could not answer (down, stalled or erroring)."""
 
 
 class Store(NamedTuple):
@@ -47,35 +48,6 @@ class Store(NamedTuple):
     seen: Sequence[bytes]
     fresh: Sequence[str]
     tag_ttl: float
-
-
-class StreamEntry(NamedTuple):
-    """One event to deliver: appended to ``stream`` and published on ``channel``."""
-
-    stream: str
-    fields: Sequence[tuple[str, bytes]]
-    channel: str
-    message: bytes
-
-
-class StreamMessage(NamedTuple):
-    """One entry read from a stream through a consumer group."""
-
-    stream: str
-    entry_id: str
-    fields: dict[str, bytes]
-
-
-class PubSubLink(Protocol):
-    """One live subscription: messages in order until the link drops."""
-
-    async def receive(self, timeout: float) -> tuple[str, bytes] | None:
-        """The next (channel, data), None after ``timeout`` s; CacheUnavailable when lost."""
-        ...
-
-    async def close(self) -> None:
-        """Unsubscribe and release the connection (never raises)."""
-        ...
 
 
 class CacheBackend(Protocol):
@@ -162,6 +134,13 @@ class CacheBackend(Protocol):
     async def close(self) -> None:
         """Release connections."""
         ...
+
+
+def new_tokens(count: int, kind: str) -> list[str]:
+    """``count`` tokens no tag has held before: ``kind`` (``i`` first token of a
+    tag, ``b`` invalidation), 64 random bits and an index."""
+    base = kind + os.urandom(8).hex()
+    return [f"{base}.{i:x}" for i in range(count)]
 
 
 def make_cache_backend(settings: Settings) -> CacheBackend:

@@ -30,11 +30,11 @@ from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import instance_state
 
 from alpha_data._sa_internals import session_has_pending
+from alpha_data.cache.cache import Cache
 from alpha_data.cache.codec import Corrupt, Shape, Uncacheable
 from alpha_data.cache.invalidation import REFRESH_KEY, SCOPE_KEY, CacheScope, reads_replica
 from alpha_data.cache.keys import Unkeyable, part
 from alpha_data.cache.orm import InSession, hide_secrets, materialize
-from alpha_data.cache.store import Cache
 from alpha_data.cache.tags import TagSpec, epoch, register_entity_key
 
 __all__ = ["CachedRead", "ReadPlan"]

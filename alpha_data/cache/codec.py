@@ -187,36 +187,50 @@ def _enum_codec(enum_class: type[enum.Enum]) -> _Kind:
     return _Kind(encode, decode, f"enum[{enum_class.__qualname__}:{names}]")
 
 
+def _enum_kind(sql_type: Any) -> _Kind:
+    if sql_type.enum_class is not None:
+        return _enum_codec(sql_type.enum_class)
+    return _same(str, "str")
+
+
+def _numeric_kind(sql_type: Any) -> _Kind:
+    if not sql_type.asdecimal:
+        return _Kind(_encode_float, _decode_float, "float")
+    return _Kind(_encode_decimal, _decode_decimal, "decimal")
+
+
+def _datetime_kind(sql_type: Any) -> _Kind:
+    if sql_type.timezone:
+        return _Kind(_encode_aware, _decode_aware, "datetime+tz")
+    return _Kind(_encode_naive, _decode_naive, "datetime")
+
+
+def _uuid_kind(sql_type: Any) -> _Kind:
+    if sql_type.as_uuid:
+        return _Kind(_encode_uuid, _decode_uuid, "uuid")
+    return _same(str, "str")
+
+
+#: SQL type -> codec; first match wins, so Enum precedes String and Float Numeric.
+_KINDS: tuple[tuple[type[Any], Callable[[Any], _Kind]], ...] = (
+    (types.Enum, _enum_kind),
+    (types.Boolean, lambda _: _same(bool, "bool")),
+    (types.Integer, lambda _: _same(int, "int")),
+    (types.Float, lambda _: _Kind(_encode_float, _decode_float, "float")),
+    (types.Numeric, _numeric_kind),
+    (types.DateTime, _datetime_kind),
+    (types.Date, lambda _: _Kind(_encode_date, _decode_date, "date")),
+    (types.Uuid, _uuid_kind),
+    (types.JSON, lambda _: _Kind(_encode_json, _decode_json, "json")),
+    (types.String, lambda _: _same(str, "str")),
+)
+
+
 def _pick(sql_type: types.TypeEngine[Any]) -> _Kind:
     """How to encode and decode a column of ``sql_type``."""
-    if isinstance(sql_type, types.Enum):
-        if sql_type.enum_class is not None:
-            return _enum_codec(sql_type.enum_class)
-        return _same(str, "str")
-    if isinstance(sql_type, types.Boolean):
-        return _same(bool, "bool")
-    if isinstance(sql_type, types.Integer):
-        return _same(int, "int")
-    if isinstance(sql_type, types.Float):
-        return _Kind(_encode_float, _decode_float, "float")
-    if isinstance(sql_type, types.Numeric):
-        if not sql_type.asdecimal:
-            return _Kind(_encode_float, _decode_float, "float")
-        return _Kind(_encode_decimal, _decode_decimal, "decimal")
-    if isinstance(sql_type, types.DateTime):
-        if sql_type.timezone:
-            return _Kind(_encode_aware, _decode_aware, "datetime+tz")
-        return _Kind(_encode_naive, _decode_naive, "datetime")
-    if isinstance(sql_type, types.Date):
-        return _Kind(_encode_date, _decode_date, "date")
-    if isinstance(sql_type, types.Uuid):
-        if sql_type.as_uuid:
-            return _Kind(_encode_uuid, _decode_uuid, "uuid")
-        return _same(str, "str")
-    if isinstance(sql_type, types.JSON):
-        return _Kind(_encode_json, _decode_json, "json")
-    if isinstance(sql_type, types.String):
-        return _same(str, "str")
+    for sql_class, kind in _KINDS:
+        if isinstance(sql_type, sql_class):
+            return kind(sql_type)
     raise TypeError(f"the cache has no exact codec for {sql_type!r}")
 
 

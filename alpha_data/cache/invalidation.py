@@ -34,7 +34,7 @@ from alpha_data.cache.cascade import cascade_tags, cascades
 from alpha_data.cache.tags import epoch, row_tags, table_is_cached
 
 if TYPE_CHECKING:
-    from alpha_data.cache.store import Cache
+    from alpha_data.cache.cache import Cache
 
 __all__ = [
     "REFRESH_KEY",

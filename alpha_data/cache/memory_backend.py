@@ -14,8 +14,9 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from alpha_data.cache.backends import Store, StreamEntry, StreamMessage
+from alpha_data.cache.backends import Store
 from alpha_data.cache.memory_streams import MemoryStreams
+from alpha_data.redisio.protocol import StreamEntry, StreamMessage
 
 __all__ = ["MemoryBackend"]
 

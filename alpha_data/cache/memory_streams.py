@@ -16,7 +16,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from alpha_data.cache.backends import CacheUnavailable, StreamMessage
+from alpha_data.redisio.protocol import CacheUnavailable, StreamMessage
 
 __all__ = ["MemoryStreams", "StreamRecord"]
 

@@ -30,8 +30,9 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import NoScriptError, RedisClusterException, RedisError, ResponseError
 
-from alpha_data.cache.backends import CacheUnavailable, Store, StreamEntry, StreamMessage
-from alpha_data.cache.redis_client import redis_client
+from alpha_data.cache.backends import Store
+from alpha_data.redisio.client import redis_client
+from alpha_data.redisio.protocol import CacheUnavailable, StreamEntry, StreamMessage
 
 __all__ = ["STORE_SCRIPT", "RedisBackend"]
 

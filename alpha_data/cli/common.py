@@ -12,7 +12,8 @@ from pydantic import ValidationError
 from rich.console import Console
 
 from alpha_data.cli.fallback import wants_embedded
-from alpha_data.errors import DataLayerError, sqlstate_of
+from alpha_data.driver_errors import sqlstate_of
+from alpha_data.errors import DataLayerError
 from alpha_data.settings import Settings
 
 if TYPE_CHECKING:

@@ -19,11 +19,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Protocol, TypeVar
 
-from alpha_data.cache.backends import CacheBackend, CacheUnavailable, StreamEntry
-from alpha_data.cache.breaker import Breaker
+from alpha_data.cache.backends import CacheBackend
 from alpha_data.events.consumer import Consumer
 from alpha_data.events.models import Event
 from alpha_data.events.subscription import Subscription
+from alpha_data.redisio.breaker import Breaker
+from alpha_data.redisio.protocol import CacheUnavailable, StreamEntry
 
 __all__ = ["DEFAULT_STREAM_MAXLEN", "EventBus"]
 

@@ -33,9 +33,9 @@ from typing import TYPE_CHECKING, Generic, TypeVar
 
 from pydantic import ValidationError
 
-from alpha_data.cache.backends import CacheUnavailable, StreamMessage
 from alpha_data.errors import InvalidDataError
 from alpha_data.events.models import Event
+from alpha_data.redisio.protocol import CacheUnavailable, StreamMessage
 
 if TYPE_CHECKING:
     from alpha_data.events.bus import EventBus

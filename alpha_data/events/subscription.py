@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING, Generic, TypeVar
 
 from pydantic import ValidationError
 
-from alpha_data.cache.backends import CacheUnavailable, PubSubLink
 from alpha_data.events.models import Event
+from alpha_data.redisio.protocol import CacheUnavailable, PubSubLink
 
 if TYPE_CHECKING:
     from alpha_data.events.bus import EventBus

@@ -236,6 +236,23 @@ class Instrumentation:
         self._patch(cache, "invalidate", traced_invalidate)
 
     def _trace_events(self) -> None:
+        """A PRODUCER span per event published or delivered through ``db.events``."""
+        self._trace_publish()
+        self._trace_publish_many()
+        self._trace_deliver()
+
+    def _event_spans(self, events: Any) -> list[Any]:
+        """One started (not current) publish span per event."""
+        return [
+            self.tracer.start_span(
+                "alpha_data.events.publish",
+                kind=self._kind.PRODUCER,
+                attributes={"alpha_data.event.type": type(event).__name__},
+            )
+            for event in events
+        ]
+
+    def _trace_publish(self) -> None:
         bus = self.db.events
         tracer = self.tracer
         kind = self._kind.PRODUCER
@@ -252,18 +269,14 @@ class Instrumentation:
                 return published
 
         self._patch(bus, "publish", traced_publish)
+
+    def _trace_publish_many(self) -> None:
+        bus = self.db.events
         publish_many = bus.publish_many
 
         async def traced_publish_many(events: Any, *args: Any, **kwargs: Any) -> Any:
             # One span per event (as for single publishes), sent in one round trip.
-            spans = [
-                tracer.start_span(
-                    "alpha_data.events.publish",
-                    kind=kind,
-                    attributes={"alpha_data.event.type": type(event).__name__},
-                )
-                for event in events
-            ]
+            spans = self._event_spans(events)
             try:
                 published = await publish_many(events, *args, **kwargs)
                 for span in spans:
@@ -274,18 +287,14 @@ class Instrumentation:
                     span.end()
 
         self._patch(bus, "publish_many", traced_publish_many)
+
+    def _trace_deliver(self) -> None:
+        bus = self.db.events
         deliver = bus.deliver
 
         async def traced_deliver(events: Any, *args: Any, **kwargs: Any) -> None:
             # The outbox's path (streams + pub/sub): one span per event, raises on failure.
-            spans = [
-                tracer.start_span(
-                    "alpha_data.events.publish",
-                    kind=kind,
-                    attributes={"alpha_data.event.type": type(event).__name__},
-                )
-                for event in events
-            ]
+            spans = self._event_spans(events)
             delivered = False
             try:
                 await deliver(events, *args, **kwargs)

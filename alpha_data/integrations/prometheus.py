@@ -108,8 +108,15 @@ class DatabaseCollector:
             return
         stats = db.stats()
         counter, gauge = self._counter, self._gauge
-        ns = self.namespace
-        pool = stats.pool
+        yield from self._pool(stats.pool, counter, gauge)
+        yield from self._uows(stats.uows, counter)
+        yield from self._statements_cache_events(stats, counter, gauge)
+        outbox = stats.outbox
+        if outbox is not None:
+            yield from self._outbox(outbox, counter, gauge)
+
+    def _pool(self, pool: Any, counter: Any, gauge: Any) -> Iterator[Any]:
+        """Pool size, use, overflow and checkout waits."""
         yield self._metric(gauge, "pool_size", "Connections the pool keeps.", pool.size)
         yield self._metric(gauge, "pool_checked_out", "Connections in use now.", pool.checked_out)
         yield self._metric(
@@ -137,7 +144,9 @@ class DatabaseCollector:
             pool.wait_seconds,
         )
 
-        uows = stats.uows
+    def _uows(self, uows: Any, counter: Any) -> Iterator[Any]:
+        """Units of work by outcome, failures by error class, retries."""
+        ns = self.namespace
         outcomes = counter(
             f"{ns}_uow", "Units of work by outcome.", labels=[*self._label_names, "outcome"]
         )
@@ -164,6 +173,8 @@ class DatabaseCollector:
             uows.retried,
         )
 
+    def _statements_cache_events(self, stats: Any, counter: Any, gauge: Any) -> Iterator[Any]:
+        """Statement counts, every cache counter (pending ones as gauges), event counts."""
         yield self._metric(counter, "statements", "SQL statements sent.", stats.statements.count)
         yield self._metric(
             counter,
@@ -189,9 +200,6 @@ class DatabaseCollector:
             "Events that could not be published.",
             stats.events.failed,
         )
-        outbox = stats.outbox
-        if outbox is not None:
-            yield from self._outbox(outbox, counter, gauge)
 
     def _outbox(self, outbox: Any, counter: Any, gauge: Any) -> Iterator[Any]:
         """Backlog and age of the oldest undelivered row; delivered/deferred/relayed counts."""

@@ -16,8 +16,9 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import NullPool
 
-from alpha_data.errors import INVALID_CATALOG_NAME, LOGIN_REJECTED, sqlstate_of
+from alpha_data.driver_errors import sqlstate_of
 from alpha_data.health import ComponentHealth
+from alpha_data.sqlstates import INVALID_CATALOG_NAME, LOGIN_REJECTED
 from alpha_data.urls import where
 
 __all__ = ["probe_replica", "probe_replicas", "where"]

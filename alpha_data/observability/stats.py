@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
-    from alpha_data.cache.store import CacheStats
+    from alpha_data.cache.cache import CacheStats
 
 __all__ = [
     "COMMITTED",

@@ -14,8 +14,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from alpha_data.cache.backends import CacheUnavailable
 from alpha_data.events import Event, event_type
+from alpha_data.redisio.protocol import CacheUnavailable
 
 if TYPE_CHECKING:
     from alpha_data.cache import Cache

@@ -14,14 +14,9 @@ from typing import Literal
 
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
-from alpha_data.errors import (
-    CONNECTION_EXCEPTION_CLASSES,
-    SERIALIZATION_FAILURE,
-    TransientError,
-    is_database_error,
-    sqlstate_of,
-    translate,
-)
+from alpha_data.driver_errors import is_database_error, sqlstate_of
+from alpha_data.errors import TransientError, translate
+from alpha_data.sqlstates import CONNECTION_EXCEPTION_CLASSES, SERIALIZATION_FAILURE
 
 __all__ = ["ReplicaFailure", "first_line", "replica_failure"]
 

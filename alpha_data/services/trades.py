@@ -191,60 +191,90 @@ async def _apply(db: Database, data: NewTrade, uow: UnitOfWork) -> Trade:
     # for one round trip less, and a racing duplicate external_id surfaces as a
     # unique violation (not as a misleading oversell). An oversell found below
     # rolls the insert back with everything else.
-    trade = await portfolios.add_trade(
-        Trade(
-            portfolio_id=data.portfolio_id,
-            symbol=data.symbol,
-            side=data.side,
-            quantity=data.quantity,
-            price=data.price,
-            fees=data.fees,
-            order_type=data.order_type,
-            external_id=data.external_id,
-        )
-    )
+    trade = await portfolios.add_trade(_new_trade(data))
     position = await portfolios.get_position(data.portfolio_id, data.symbol, for_update=True)
 
-    entry: Decimal | None
     if data.side is Side.BUY:
-        if position is None:
-            position = await portfolios.add_position(
-                Position(
-                    portfolio_id=data.portfolio_id,
-                    symbol=data.symbol,
-                    quantity=data.quantity,
-                    entry_price=data.price,
-                )
-            )
-        else:
-            total = check_money(
-                _CALC.add(position.quantity, data.quantity),
-                "resulting position quantity",
-                positive=True,
-            )
-            position.entry_price = weighted_entry_price(
-                position.quantity, position.entry_price, data.quantity, data.price
-            )
-            position.quantity = total
-            await uow.flush()
-        remaining, entry = position.quantity, position.entry_price
+        remaining, entry = await _buy(uow, data, position)
     else:
-        held = position.quantity if position is not None else Decimal(0)
-        if position is None or data.quantity > held:
-            raise InvalidDataError(
-                f"cannot sell {data.quantity} {data.symbol}: the portfolio holds {held}",
-                table="positions",
-                column="quantity",
-            )
-        remaining = _CALC.subtract(held, data.quantity)
-        if remaining == 0:
-            await portfolios.delete_position(position)
-            entry = None
-        else:
-            position.quantity = remaining
-            await uow.flush()
-            entry = position.entry_price
+        remaining, entry = await _sell(uow, data, position)
+    await _publish(db, uow, trade, data, remaining, entry)
+    return trade
 
+
+def _new_trade(data: NewTrade) -> Trade:
+    """The Trade row ``data`` describes."""
+    return Trade(
+        portfolio_id=data.portfolio_id,
+        symbol=data.symbol,
+        side=data.side,
+        quantity=data.quantity,
+        price=data.price,
+        fees=data.fees,
+        order_type=data.order_type,
+        external_id=data.external_id,
+    )
+
+
+async def _buy(
+    uow: UnitOfWork, data: NewTrade, position: Position | None
+) -> tuple[Decimal, Decimal | None]:
+    """Open or grow the (locked) position; its new quantity and entry price."""
+    if position is None:
+        position = await uow.portfolios.add_position(
+            Position(
+                portfolio_id=data.portfolio_id,
+                symbol=data.symbol,
+                quantity=data.quantity,
+                entry_price=data.price,
+            )
+        )
+    else:
+        total = check_money(
+            _CALC.add(position.quantity, data.quantity),
+            "resulting position quantity",
+            positive=True,
+        )
+        position.entry_price = weighted_entry_price(
+            position.quantity, position.entry_price, data.quantity, data.price
+        )
+        position.quantity = total
+        await uow.flush()
+    return position.quantity, position.entry_price
+
+
+async def _sell(
+    uow: UnitOfWork, data: NewTrade, position: Position | None
+) -> tuple[Decimal, Decimal | None]:
+    """Shrink the (locked) position, deleting it at zero; InvalidDataError on an oversell.
+
+    Returns the remaining quantity and entry price (None once deleted).
+    """
+    held = position.quantity if position is not None else Decimal(0)
+    if position is None or data.quantity > held:
+        raise InvalidDataError(
+            f"cannot sell {data.quantity} {data.symbol}: the portfolio holds {held}",
+            table="positions",
+            column="quantity",
+        )
+    remaining = _CALC.subtract(held, data.quantity)
+    if remaining == 0:
+        await uow.portfolios.delete_position(position)
+        return remaining, None
+    position.quantity = remaining
+    await uow.flush()
+    return remaining, position.entry_price
+
+
+async def _publish(
+    db: Database,
+    uow: UnitOfWork,
+    trade: Trade,
+    data: NewTrade,
+    remaining: Decimal,
+    entry: Decimal | None,
+) -> None:
+    """Queue TradeExecuted and PositionChanged for after the commit."""
     await publish_after_commit(
         uow,
         db,
@@ -268,4 +298,3 @@ async def _apply(db: Database, data: NewTrade, uow: UnitOfWork) -> Trade:
             entry_price=entry,
         ),
     )
-    return trade

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import defaultdict
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from decimal import Decimal
 from typing import Any, TypeVar
 
@@ -125,20 +125,18 @@ class CommitReplyDropper(TcpProxy):
         self.armed = 0
         self.dropped = 0
 
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            up_reader, up_writer = await asyncio.open_connection(*self.target)
-        except OSError:
-            writer.transport.abort()
-            return
-        self._writers.update((writer, up_writer))
+    def _relay(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        up_reader: asyncio.StreamReader,
+        up_writer: asyncio.StreamWriter,
+    ) -> list[Coroutine[Any, Any, None]]:
         cut = asyncio.Event()
-        for task in (
-            asyncio.ensure_future(self._upstream(reader, up_writer, writer, cut)),
-            asyncio.ensure_future(self._downstream(up_reader, writer, up_writer, cut)),
-        ):
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+        return [
+            self._upstream(reader, up_writer, writer, cut),
+            self._downstream(up_reader, writer, up_writer, cut),
+        ]
 
     async def _upstream(
         self, src: asyncio.StreamReader, dst: asyncio.StreamWriter, client: Any, cut: asyncio.Event

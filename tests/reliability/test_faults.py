@@ -14,7 +14,6 @@ import asyncio
 import time
 from decimal import Decimal
 from typing import Any
-from urllib.parse import urlsplit
 
 import pytest
 import redis.asyncio as redis_asyncio
@@ -41,6 +40,7 @@ from tests.reliability.tools import (
     listening,
     pool_checked_out,
     private_redis,
+    proxied_redis,
     remember_secret,
     run_async_in_listener,
     unique,
@@ -316,17 +316,8 @@ async def warm(db: Database, portfolio_id: int, symbol: str) -> Decimal:
 async def test_redis_unreachable_reads_fall_back_writes_commit_caching_resumes(
     settings: Settings, truncate_after: None, tally: Tally
 ):
-    target = urlsplit(REDIS_URL)
-    proxy = TcpProxy(target.hostname or "127.0.0.1", target.port or 6379)
-    port = await proxy.start()
-    db = Database(
-        settings.model_copy(
-            update={
-                "redis_url": f"redis://127.0.0.1:{port}{target.path}",
-                "redis_socket_timeout": 0.25,
-            }
-        )
-    )
+    proxy, proxied = await proxied_redis(REDIS_URL)
+    db = Database(settings.model_copy(update={"redis_url": proxied, "redis_socket_timeout": 0.25}))
     try:
         pid = (await create_portfolio(db, name="redis-outage")).id
         await record_trade(db, portfolio_id=pid, symbol="T", side="buy", quantity=1, price=10)

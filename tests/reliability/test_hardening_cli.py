@@ -9,26 +9,14 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from alpha_data.cli.common import SCHEMA_MISSING_MESSAGE
 from tests.reliability.tools import Tally, admin_connection
-from tests.support import create_database, drop_database, run_id
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture
-def empty_database() -> Iterator[str]:
-    name = f"alpha_harden_cli_{run_id()}"
-    url = create_database(name)
-    try:
-        yield url
-    finally:
-        drop_database(name)
 
 
 async def _cli(url: str, *args: str) -> tuple[int, str]:
@@ -57,13 +45,13 @@ async def _cli(url: str, *args: str) -> tuple[int, str]:
     "args", [("demo",), ("seed", "--users", "1", "--portfolios", "1", "--metrics", "0")]
 )
 async def test_commands_on_an_unmigrated_database_say_run_migrate(
-    empty_database: str, tally: Tally, args: tuple[str, ...]
+    fresh_database: str, tally: Tally, args: tuple[str, ...]
 ) -> None:
-    code, out = await _cli(empty_database, *args)
+    code, out = await _cli(fresh_database, *args)
     assert code != 0
     assert SCHEMA_MISSING_MESSAGE in " ".join(out.split()), out[-2000:]
     assert "SQLSTATE" not in out and "Traceback" not in out
-    async with admin_connection(empty_database) as conn:
+    async with admin_connection(fresh_database) as conn:
         tables = await conn.fetchval(
             "SELECT count(*) FROM pg_tables WHERE schemaname IN ('public', 'alphapulse')"
         )

@@ -13,7 +13,6 @@ import asyncio
 import os
 import sys
 from argparse import Namespace
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -27,17 +26,6 @@ from tests.support import alembic_config, create_database, drop_database, migrat
 ROOT = Path(__file__).resolve().parents[2]
 ALEMBIC = [sys.executable, "-m", "alembic"]
 ROUNDS = 3
-
-
-@pytest.fixture
-def fresh_database() -> Iterator[str]:
-    """The URL of a new, empty database (dropped afterwards)."""
-    name = f"alpha_harden_{run_id()}"
-    url = create_database(name)
-    try:
-        yield url
-    finally:
-        drop_database(name)
 
 
 async def _alembic(url: str, *args: str) -> tuple[int, str]:

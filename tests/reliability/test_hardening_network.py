@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 from decimal import Decimal
-from urllib.parse import urlsplit
 
 import pytest
 from sqlalchemy import text
@@ -22,7 +21,14 @@ from alpha_data import Database, Settings
 from alpha_data.errors import TransientError
 from alpha_data.models import User
 from alpha_data.services import create_portfolio, get_portfolio_with_positions, record_trade
-from tests.reliability.tools import Tally, TcpProxy, admin_connection, private_redis, unique
+from tests.reliability.tools import (
+    Tally,
+    TcpProxy,
+    admin_connection,
+    private_redis,
+    proxied_redis,
+    unique,
+)
 
 HANG_GUARD = 60.0
 
@@ -130,16 +136,9 @@ async def test_silent_redis_path_serves_reads_from_postgres_without_hanging(
     settings: Settings, truncate_after: None, tally: Tally
 ) -> None:
     async with private_redis() as redis_url:
-        target = urlsplit(redis_url)
-        proxy = TcpProxy(target.hostname or "127.0.0.1", target.port or 6379)
-        port = await proxy.start()
+        proxy, proxied = await proxied_redis(redis_url)
         db = Database(
-            settings.model_copy(
-                update={
-                    "redis_url": f"redis://127.0.0.1:{port}{target.path}",
-                    "redis_socket_timeout": 0.25,
-                }
-            )
+            settings.model_copy(update={"redis_url": proxied, "redis_socket_timeout": 0.25})
         )
         try:
             await db.connect()

@@ -15,9 +15,10 @@ import secrets
 import shutil
 import socket
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 import asyncpg
 from sqlalchemy import event, text
@@ -347,11 +348,15 @@ class TcpProxy:
         except (ConnectionError, asyncio.CancelledError):
             pass
 
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        """Run ``work`` in a task that ``stop()`` cancels."""
+        task = asyncio.ensure_future(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         if self.silent:
-            task = asyncio.ensure_future(self._swallow(reader, writer))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            self._spawn(self._swallow(reader, writer))
             return
         try:
             up_reader, up_writer = await asyncio.open_connection(*self.target)
@@ -359,16 +364,29 @@ class TcpProxy:
             writer.transport.abort()
             return
         self._writers.update((writer, up_writer))
-        for src, dst in ((reader, up_writer), (up_reader, writer)):
-            task = asyncio.ensure_future(self._pipe(src, dst))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+        for work in self._relay(reader, writer, up_reader, up_writer):
+            self._spawn(work)
 
-    async def _pipe(self, src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+    def _relay(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        up_reader: asyncio.StreamReader,
+        up_writer: asyncio.StreamWriter,
+    ) -> list[Coroutine[Any, Any, None]]:
+        """What moves bytes between a client and the target (subclasses alter one direction)."""
+        return [self._pipe(reader, up_writer), self._pipe(up_reader, writer)]
+
+    async def _pipe(
+        self, src: asyncio.StreamReader, dst: asyncio.StreamWriter, delay: float = 0.0
+    ) -> None:
+        """Forward ``src`` to ``dst`` (each chunk ``delay`` s late) until either side closes."""
         try:
             while data := await src.read(65536):
                 if self.silent:
                     continue  # dropped on the floor; the connection stays open
+                if delay:
+                    await asyncio.sleep(delay)
                 dst.write(data)
                 await dst.drain()
         except (ConnectionError, asyncio.CancelledError):
@@ -376,6 +394,14 @@ class TcpProxy:
         finally:
             dst.transport.abort()
             self._writers.discard(dst)
+
+
+async def proxied_redis(url: str) -> tuple[TcpProxy, str]:
+    """A started TcpProxy in front of the Redis at ``url``, and the URL through it."""
+    target = urlsplit(url)
+    proxy = TcpProxy(target.hostname or "127.0.0.1", target.port or 6379)
+    port = await proxy.start()
+    return proxy, f"redis://127.0.0.1:{port}{target.path}"
 
 
 # -- a Redis server of our own ------------------------------------------------------------------

@@ -8,8 +8,8 @@ from redis.crc import key_slot
 from alpha_data import Database
 from alpha_data.cache.backends import Store
 from alpha_data.cache.redis_backend import RedisBackend
-from alpha_data.cache.redis_client import is_cluster, redis_client
-from tests.factories import UserFactory
+from alpha_data.redisio.client import is_cluster, redis_client
+from alpha_data.testing.factories import UserFactory
 from tests.scaleout.components import Components, RedisNode, start_redis_cluster
 from tests.scaleout.conftest import PgPair, make_settings
 

@@ -21,7 +21,7 @@ from alpha_data.cache.codec import ColumnCodec, Corrupt, Shape, Uncacheable
 from alpha_data.cache.keys import MAX_PART, Unkeyable, part
 from alpha_data.cache.orm import SecretNotLoadedError, materialize
 from alpha_data.models import Alert, Portfolio, Position, Role, Severity, User
-from tests.factories import FAKE_HASH
+from alpha_data.testing.factories import FAKE_HASH
 
 UTC = timezone.utc
 

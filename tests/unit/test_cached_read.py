@@ -17,10 +17,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from alpha_data._sa_internals import add_persistent
 from alpha_data.cache import cached
+from alpha_data.cache.cache import Cache
 from alpha_data.cache.cached_read import CachedRead
 from alpha_data.cache.invalidation import CacheScope, scope_of
 from alpha_data.cache.memory_backend import MemoryBackend
-from alpha_data.cache.store import Cache
 from alpha_data.cache.tags import TagSpec
 from alpha_data.models import Portfolio
 from alpha_data.repositories.pagination import Page

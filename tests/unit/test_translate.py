@@ -14,14 +14,14 @@ import pytest
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.orm import exc as orm_exc
 
-from alpha_data import errors
+from alpha_data import errors, sqlstates
+from alpha_data.driver_errors import statement_target
 from alpha_data.errors import (
     ConflictError,
     DataLayerError,
     InvalidDataError,
     ReadOnlyError,
     TransientError,
-    statement_target,
     translate,
     translating,
 )
@@ -63,18 +63,18 @@ def test_translate_never_uses_message_text() -> None:
 @pytest.mark.parametrize(
     ("sqlstate", "error", "status"),
     [
-        (errors.UNIQUE_VIOLATION, ConflictError, 409),
-        (errors.EXCLUSION_VIOLATION, ConflictError, 409),
-        (errors.CHECK_VIOLATION, InvalidDataError, 422),
-        (errors.NOT_NULL_VIOLATION, InvalidDataError, 422),
+        (sqlstates.UNIQUE_VIOLATION, ConflictError, 409),
+        (sqlstates.EXCLUSION_VIOLATION, ConflictError, 409),
+        (sqlstates.CHECK_VIOLATION, InvalidDataError, 422),
+        (sqlstates.NOT_NULL_VIOLATION, InvalidDataError, 422),
         ("22012", InvalidDataError, 422),
         ("22P02", InvalidDataError, 422),
-        (errors.SERIALIZATION_FAILURE, TransientError, 503),
-        (errors.DEADLOCK_DETECTED, TransientError, 503),
-        (errors.QUERY_CANCELED, TransientError, 503),
+        (sqlstates.SERIALIZATION_FAILURE, TransientError, 503),
+        (sqlstates.DEADLOCK_DETECTED, TransientError, 503),
+        (sqlstates.QUERY_CANCELED, TransientError, 503),
         ("08006", TransientError, 503),
         ("57P01", TransientError, 503),
-        (errors.READ_ONLY_SQL_TRANSACTION, ReadOnlyError, 422),
+        (sqlstates.READ_ONLY_SQL_TRANSACTION, ReadOnlyError, 422),
         ("42883", DataLayerError, 500),
     ],
 )

@@ -2,36 +2,31 @@
 
 Every backend failure becomes "no cache" for the caller: reads go to
 PostgreSQL, commits still commit. Invalidations that could not be delivered
-are kept (up to ``MAX_PENDING`` tags) and delivered before this process
-reads from the cache again; past that bound everything under the prefix is
-deleted once the backend answers. Other processes get them from the
-transactional outbox (alpha_data.outbox): any live relay of the prefix
-delivers them again (see docs/caching.md for the bound).
+are kept and delivered before this process reads from the cache again (see
+``cache/delivery.py``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import time
 from collections import deque
 from collections.abc import Awaitable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from alpha_data.cache.backends import CacheBackend, CacheUnavailable, Store
-from alpha_data.cache.breaker import Breaker
+from alpha_data.cache.backends import CacheBackend, Store, new_tokens
+from alpha_data.cache.delivery import InvalidationDelivery
 from alpha_data.cache.flight import Flights
-from alpha_data.cache.tags import entity_keys
 from alpha_data.health import ComponentHealth
+from alpha_data.redisio.breaker import Breaker
+from alpha_data.redisio.protocol import CacheUnavailable
 
-__all__ = ["MAX_PENDING", "Cache", "CacheStats"]
+__all__ = ["Cache", "CacheStats"]
 
 log = logging.getLogger("alpha_data.cache")
 
-#: Undelivered invalidation tags kept for redelivery before falling back to a full clear.
-MAX_PENDING = 10_000
 #: Most entries sent in one pipelined round trip by the background store.
 STORE_BATCH = 64
 #: Tags live at least this long (and twice the longest TTL): a tag that expires
@@ -87,7 +82,6 @@ class Cache:
         self.flights = Flights()
         self.hits = 0
         self.misses = 0
-        self.invalidations = 0
         self.coalesced = 0
         self.bypassed = 0
         self.stores = 0
@@ -99,11 +93,14 @@ class Cache:
         self._stores: deque[Store] = deque()
         self._storing: asyncio.AbstractEventLoop | None = None  # loop of the store task
         self._in_flight = 0
-        #: Undelivered tags -> when they were (last) kept (see ``_redeliver``).
-        self._pending: dict[str, int] = {}
-        self._generation = 0
-        self._overflowed = False
-        self._delivering = asyncio.Lock()
+        self.delivery = InvalidationDelivery(
+            backend, self.breaker, prefix=prefix, tag_prefix=self.tag_prefix, tag_ttl=self.tag_ttl
+        )
+
+    @property
+    def invalidations(self) -> int:
+        """Tags bumped so far."""
+        return self.delivery.delivered
 
     # -- outcomes of cached reads (counted here, reported by stats()) -------
 
@@ -145,13 +142,13 @@ class Cache:
     @property
     def degraded(self) -> bool:
         """True while the backend is failing or invalidations wait for delivery."""
-        return self.breaker.degraded or bool(self._pending) or self._overflowed
+        return self.breaker.degraded or self.delivery.backlog
 
     # -- reads ---------------------------------------------------------------
 
     async def fetch(self, key: str, tags: Sequence[str]) -> bytes | list[bytes] | None:
         """The valid entry, the tag tokens (a miss), or None when the cache is unusable."""
-        if (self._pending or self._overflowed) and not await self._redeliver(wait=False):
+        if self.delivery.backlog and not await self.delivery.deliver(wait=False):
             return None
         if not self.breaker.allow():
             return None
@@ -189,7 +186,7 @@ class Cache:
                 batch = [self._stores.popleft() for _ in range(count)]
                 if not self.breaker.allow():
                     continue  # dropped: the next read stores again
-                batch = [s._replace(fresh=_tokens(len(s.tags), "i")) for s in batch]
+                batch = [s._replace(fresh=new_tokens(len(s.tags), "i")) for s in batch]
                 self._in_flight = count
                 try:
                     results = await self.backend.store(batch)
@@ -220,64 +217,9 @@ class Cache:
         if not self.enabled:
             return True
         mine = set(tags)
-        if not mine and not self._pending and not self._overflowed:
+        if not mine and not self.delivery.backlog:
             return True
-        return await self._redeliver(wait=True, mine=mine, probe=probe)
-
-    def _keep(self, tags: Iterable[str]) -> None:
-        if self._overflowed:
-            return
-        for tag in tags:
-            self._generation += 1
-            self._pending[tag] = self._generation
-        if len(self._pending) > MAX_PENDING:
-            log.error(
-                "more than %d cache invalidations undelivered; the whole cache prefix "
-                "will be cleared when the backend answers",
-                MAX_PENDING,
-            )
-            self._pending.clear()
-            self._overflowed = True
-
-    async def _redeliver(
-        self, *, wait: bool, mine: set[str] | None = None, probe: bool = False
-    ) -> bool:
-        """Deliver ``mine`` plus what is pending; readers (``wait=False``) never queue.
-
-        A pending tag is dropped only if nobody kept it again while the
-        batch was in flight (its generation is unchanged).
-        """
-        mine = mine or set()
-        if (self._delivering.locked() and not wait) or not (probe or self.breaker.allow()):
-            self._keep(mine)
-            return False
-        async with self._delivering:
-            if self._overflowed:
-                try:
-                    await self.backend.delete_prefix(f"{self.prefix}:")
-                except CacheUnavailable as exc:
-                    self.breaker.failure(exc, "clear after lost invalidations")
-                    return False
-                self._overflowed = False
-            carried = dict(self._pending)
-            batch = list(mine.union(carried))
-            if not batch:
-                return True
-            keys = [self.key(k) for tag in batch for k in entity_keys(tag)]
-            try:
-                await self.backend.invalidate(
-                    keys, [self.tag_key(t) for t in batch], _tokens(len(batch), "b"), self.tag_ttl
-                )
-            except CacheUnavailable as exc:
-                self._keep(mine)
-                self.breaker.failure(exc, "invalidate")
-                return False
-            for tag, generation in carried.items():
-                if self._pending.get(tag) == generation:
-                    del self._pending[tag]
-            self.invalidations += len(batch)
-            self.breaker.success()
-            return True
+        return await self.delivery.deliver(wait=True, mine=mine, probe=probe)
 
     # -- background work -----------------------------------------------------
 
@@ -330,7 +272,7 @@ class Cache:
             stores=self.stores,
             store_conflicts=self.store_conflicts,
             corrupt=self.corrupt,
-            pending_invalidations=len(self._pending),
+            pending_invalidations=self.delivery.pending,
         )
 
     async def health(self) -> ComponentHealth:
@@ -353,8 +295,8 @@ class Cache:
             reachable = True
             self.breaker.success()
         latency = (time.perf_counter() - started) * 1000
-        if reachable and (self._pending or self._overflowed):
-            await self._redeliver(wait=True)
+        if reachable and self.delivery.backlog:
+            await self.delivery.deliver(wait=True)
         detail: dict[str, Any] = {"backend": kind, "stats": self.stats().__dict__}
         if not reachable:
             return ComponentHealth(
@@ -363,7 +305,7 @@ class Cache:
                 error=f"cache backend failing ({self.breaker.last_error})",
                 detail=detail,
             )
-        if self._pending or self._overflowed:
+        if self.delivery.backlog:
             return ComponentHealth(
                 ok=False,
                 latency_ms=latency,
@@ -390,10 +332,3 @@ class Cache:
                 task.cancel()
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
         await self.backend.close()
-
-
-def _tokens(count: int, kind: str) -> list[str]:
-    """``count`` tokens no tag has held before: ``kind`` (``i`` first token of a
-    tag, ``b`` invalidation), 64 random bits and an index."""
-    base = kind + os.urandom(8).hex()
-    return [f"{base}.{i:x}" for i in range(count)]

@@ -1,0 +1,121 @@
+"""Delivering invalidations to the backend, and keeping the ones it did not take.
+
+A commit's tags are sent at once; when the backend fails they are kept (up
+to ``MAX_PENDING`` tags) and sent again, with the next commit's tags or
+before this process reads from the cache again. Past that bound everything
+under the prefix is deleted once the backend answers. Other processes get
+lost invalidations from the transactional outbox (alpha_data.outbox): any
+live relay of the prefix delivers them again (see docs/caching.md).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterable
+
+from alpha_data.cache.backends import CacheBackend, new_tokens
+from alpha_data.cache.tags import entity_keys
+from alpha_data.redisio.breaker import Breaker
+from alpha_data.redisio.protocol import CacheUnavailable
+
+__all__ = ["MAX_PENDING", "InvalidationDelivery"]
+
+log = logging.getLogger("alpha_data.cache")
+
+#: Undelivered invalidation tags kept for redelivery before falling back to a full clear.
+MAX_PENDING = 10_000
+
+
+class InvalidationDelivery:
+    """Sends tag bumps (with their entity-key deletes) and keeps what failed for later."""
+
+    def __init__(
+        self,
+        backend: CacheBackend,
+        breaker: Breaker,
+        *,
+        prefix: str,
+        tag_prefix: str,
+        tag_ttl: float,
+    ) -> None:
+        self.backend = backend
+        self.breaker = breaker
+        self.prefix = prefix
+        self.tag_prefix = tag_prefix
+        self.tag_ttl = tag_ttl
+        #: Tags bumped so far (reported as the cache's ``invalidations``).
+        self.delivered = 0
+        #: Undelivered tags -> when they were (last) kept (see ``deliver``).
+        self._pending: dict[str, int] = {}
+        self._generation = 0
+        self._overflowed = False
+        self._delivering = asyncio.Lock()
+
+    @property
+    def backlog(self) -> bool:
+        """True while kept tags (or a full clear after an overflow) wait for delivery."""
+        return bool(self._pending) or self._overflowed
+
+    @property
+    def pending(self) -> int:
+        """How many tags wait for delivery."""
+        return len(self._pending)
+
+    def keep(self, tags: Iterable[str]) -> None:
+        """Keep ``tags`` for a later delivery; past ``MAX_PENDING`` fall back to a full clear."""
+        if self._overflowed:
+            return
+        for tag in tags:
+            self._generation += 1
+            self._pending[tag] = self._generation
+        if len(self._pending) > MAX_PENDING:
+            log.error(
+                "more than %d cache invalidations undelivered; the whole cache prefix "
+                "will be cleared when the backend answers",
+                MAX_PENDING,
+            )
+            self._pending.clear()
+            self._overflowed = True
+
+    async def deliver(
+        self, *, wait: bool, mine: set[str] | None = None, probe: bool = False
+    ) -> bool:
+        """Deliver ``mine`` plus what is pending; readers (``wait=False``) never queue.
+
+        A pending tag is dropped only if nobody kept it again while the
+        batch was in flight (its generation is unchanged). ``probe`` tries
+        even while the breaker is open.
+        """
+        mine = mine or set()
+        if (self._delivering.locked() and not wait) or not (probe or self.breaker.allow()):
+            self.keep(mine)
+            return False
+        async with self._delivering:
+            if self._overflowed:
+                try:
+                    await self.backend.delete_prefix(f"{self.prefix}:")
+                except CacheUnavailable as exc:
+                    self.breaker.failure(exc, "clear after lost invalidations")
+                    return False
+                self._overflowed = False
+            carried = dict(self._pending)
+            batch = list(mine.union(carried))
+            if not batch:
+                return True
+            keys = [f"{self.prefix}:{k}" for tag in batch for k in entity_keys(tag)]
+            tag_keys = [self.tag_prefix + t for t in batch]
+            try:
+                await self.backend.invalidate(
+                    keys, tag_keys, new_tokens(len(batch), "b"), self.tag_ttl
+                )
+            except CacheUnavailable as exc:
+                self.keep(mine)
+                self.breaker.failure(exc, "invalidate")
+                return False
+            for tag, generation in carried.items():
+                if self._pending.get(tag) == generation:
+                    del self._pending[tag]
+            self.delivered += len(batch)
+            self.breaker.success()
+            return True

@@ -1,0 +1,53 @@
+"""The SQLSTATE codes (PostgreSQL appendix A) that alpha_data classifies, by name.
+
+Every module that reads a SQLSTATE compares it with these constants, never
+with a literal; ``alpha_data.errors`` re-exports them.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "CHECK_VIOLATION",
+    "CONNECTION_EXCEPTION_CLASSES",
+    "DATA_EXCEPTION_CLASS",
+    "DEADLOCK_DETECTED",
+    "EXCLUSION_VIOLATION",
+    "FOREIGN_KEY_VIOLATION",
+    "INTEGRITY_CONSTRAINT_VIOLATION",
+    "INVALID_AUTHORIZATION_SPECIFICATION",
+    "INVALID_CATALOG_NAME",
+    "INVALID_PASSWORD",
+    "LOGIN_REJECTED",
+    "NOT_NULL_VIOLATION",
+    "QUERY_CANCELED",
+    "READ_ONLY_SQL_TRANSACTION",
+    "RESTRICT_VIOLATION",
+    "RETRYABLE_SQLSTATES",
+    "SERIALIZATION_FAILURE",
+    "UNDEFINED_TABLE",
+    "UNIQUE_VIOLATION",
+]
+
+UNIQUE_VIOLATION = "23505"
+FOREIGN_KEY_VIOLATION = "23503"
+EXCLUSION_VIOLATION = "23P01"
+CHECK_VIOLATION = "23514"
+NOT_NULL_VIOLATION = "23502"
+INTEGRITY_CONSTRAINT_VIOLATION = "23000"
+RESTRICT_VIOLATION = "23001"
+SERIALIZATION_FAILURE = "40001"
+DEADLOCK_DETECTED = "40P01"
+QUERY_CANCELED = "57014"  # statement_timeout (and pg_cancel_backend)
+READ_ONLY_SQL_TRANSACTION = "25006"
+INVALID_CATALOG_NAME = "3D000"  # the database does not exist
+INVALID_PASSWORD = "28P01"  # noqa: S105 - a SQLSTATE, not a password
+INVALID_AUTHORIZATION_SPECIFICATION = "28000"
+UNDEFINED_TABLE = "42P01"
+#: Class prefixes: data exceptions; connection exceptions; admin shutdown/crash.
+DATA_EXCEPTION_CLASS = "22"
+CONNECTION_EXCEPTION_CLASSES = ("08", "57P")
+#: A login the server refused (wrong password or no such role).
+LOGIN_REJECTED = frozenset({INVALID_PASSWORD, INVALID_AUTHORIZATION_SPECIFICATION})
+
+# SQLSTATEs that a retry can cure.
+RETRYABLE_SQLSTATES = frozenset({SERIALIZATION_FAILURE, DEADLOCK_DETECTED})
