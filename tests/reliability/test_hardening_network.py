@@ -88,16 +88,20 @@ async def test_silent_postgres_path_fails_typed_and_drops_dead_connections(
 
         proxy.blackhole()
         tally.fault("postgres network path silent")
+        # Two writes hold both slots of the main pool when the path goes silent;
+        # the read runs on the read-only pool (a new connection through the proxy).
         calls = [
-            record_trade(
-                db,
-                portfolio_id=portfolio.id,
-                symbol="AAPL",
-                side="buy",
-                quantity=Decimal("1"),
-                price=Decimal("100"),
+            *(
+                record_trade(
+                    db,
+                    portfolio_id=portfolio.id,
+                    symbol=symbol,
+                    side="buy",
+                    quantity=Decimal("1"),
+                    price=Decimal("100"),
+                )
+                for symbol in ("AAPL", "MSFT")
             ),
-            get_portfolio_with_positions(db, portfolio.id),
             get_portfolio_with_positions(db, portfolio.id),
         ]
         outcomes = await asyncio.wait_for(
