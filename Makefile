@@ -12,7 +12,7 @@ export PYENV_VERSION := $(PYENV_ALL)
 endif
 export UV_PYTHON_DOWNLOADS := never
 
-.PHONY: venv demo test test-legs test-checks bench lint typecheck services test-services clean lock deps-upgrade deps-latest
+.PHONY: venv demo test test-legs-a test-legs-b test-checks bench lint typecheck services test-services clean lock deps-upgrade deps-latest
 
 # Every install comes from the committed lock (lock/*.txt, see docs/decisions.md):
 # a clone made next month installs exactly what passed today.
@@ -46,16 +46,21 @@ demo: venv
 	  $(BIN)/alpha-data demo --embedded; \
 	fi
 
-# The matrix in two halves at once (two cores): the eight test legs, and every
-# other default session; each half's output is printed whole when it ends.
-# `.venv/bin/nox` alone runs the same sessions one after another.
+# The matrix as three parts at once (much of a test run waits on PostgreSQL,
+# Redis and subprocesses, so three parts keep two cores busy): the test legs on
+# Python 3.10/3.11, those on 3.12/3.13, and every other default session. Each
+# part's output is printed whole when it ends; `.venv/bin/nox` alone runs the
+# same sessions one after another.
 CHECKS := lint typecheck migrations reliability fuzz scaleout bench-smoke extension embedded
 
 test: test-services venv
-	@$(MAKE) --no-print-directory -j2 --output-sync=target test-legs test-checks
+	@$(MAKE) --no-print-directory -j3 --output-sync=target test-legs-a test-legs-b test-checks
 
-test-legs: venv
-	$(BIN)/nox -s tests
+test-legs-a: venv
+	$(BIN)/nox -s tests -p 3.10 3.11
+
+test-legs-b: venv
+	$(BIN)/nox -s tests -p 3.12 3.13
 
 test-checks: venv
 	$(BIN)/nox -s $(CHECKS)

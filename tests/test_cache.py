@@ -39,6 +39,7 @@ from alpha_data.testing.factories import (
     PositionFactory,
     UserFactory,
 )
+from tests.reliability.tools import private_redis
 from tests.support import REDIS_URL, count_statements, isolated
 
 T = TypeVar("T")
@@ -644,9 +645,29 @@ async def test_the_store_runs_in_the_background(db: Database) -> None:
     assert db.cache.background == 0 and db.cache.stats().stores == 1
 
 
-async def test_a_miss_does_not_wait_for_its_store(db: Database) -> None:
+@asynccontextmanager
+async def on_private_redis(settings: Settings) -> AsyncIterator[tuple[Database, str]]:
+    """An isolated Database on a redis-server of the test's own, and that server's URL.
+
+    Tests that pause Redis use it: pausing the shared server would stall every other
+    test run using it at the same time (``make test`` runs parts of the matrix at once).
+    """
+    async with private_redis() as url, isolated(with_redis(settings, url)) as db:
+        yield db, url
+
+
+def with_redis(settings: Settings, url: str) -> Settings:
+    return settings.model_copy(update={"redis_url": url})
+
+
+async def test_a_miss_does_not_wait_for_its_store(settings: Settings) -> None:
+    async with on_private_redis(settings) as (db, url):  # paused below
+        await _miss_with_writes_paused(db, url)
+
+
+async def _miss_with_writes_paused(db: Database, url: str) -> None:
     (user,) = await add(db, UserFactory.build())
-    admin = redis_asyncio.Redis.from_url(REDIS_URL)
+    admin = redis_asyncio.Redis.from_url(url)
     try:
         await admin.execute_command("CLIENT", "PAUSE", 2000, "WRITE")  # reads still pass
         try:
@@ -825,9 +846,9 @@ async def test_a_redis_answering_with_errors_fails_open(settings: Settings) -> N
 
 
 @asynccontextmanager
-async def paused_redis(ms: int) -> AsyncIterator[None]:
-    """Stall the real Redis server for ``ms`` (CLIENT PAUSE ALL); always unpause."""
-    admin = redis_asyncio.Redis.from_url(REDIS_URL)
+async def paused_redis(url: str, ms: int) -> AsyncIterator[None]:
+    """Stall the Redis server at ``url`` for ``ms`` (CLIENT PAUSE ALL); always unpause."""
+    admin = redis_asyncio.Redis.from_url(url)
     await admin.ping()
     await admin.execute_command("CLIENT", "PAUSE", ms, "ALL")
     try:
@@ -839,12 +860,22 @@ async def paused_redis(ms: int) -> AsyncIterator[None]:
             await admin.aclose()
 
 
-async def test_a_stalled_redis_fails_open_and_catches_up(db: Database) -> None:
+async def test_a_stalled_redis_fails_open_and_catches_up(settings: Settings) -> None:
+    # A redis-server of this test's own: pausing the shared one would stall every
+    # other test run using it at the same time.
+    async with (
+        private_redis() as url,
+        isolated(settings.model_copy(update={"redis_url": url})) as db,
+    ):
+        await _stall_and_catch_up(db, url)
+
+
+async def _stall_and_catch_up(db: Database, url: str) -> None:
     (user,) = await add(db, UserFactory.build(email="before@x.io"))
     await run(db, lambda uow: uow.users.get(user.id))
     timeout = db.settings.redis_socket_timeout
     started = time.monotonic()
-    async with paused_redis(1500):
+    async with paused_redis(url, 1500):
         t0 = time.monotonic()
         got = await run(db, lambda uow: uow.users.get(user.id))
         assert got.result.email == "before@x.io" and len(got.selects) == 1
