@@ -105,7 +105,7 @@ async def test_a_read_cancelled_as_its_empty_reply_arrives_ends_cancelled(
                 for _ in range(n % TURNS):
                     await asyncio.sleep(0)
                 task.cancel()
-                assert await unblock == 1
+                await unblock  # 0 when the cancel already closed the read's connection
                 done, _ = await asyncio.wait({task}, timeout=5)
                 assert done, f"the consumer swallowed a cancellation {n % TURNS} turns in"
                 assert task.cancelled()
