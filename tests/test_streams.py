@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
 from datetime import datetime, timezone
 from decimal import Decimal
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 import pytest
 import redis.asyncio as redis_asyncio
@@ -30,6 +30,7 @@ from alpha_data.events import (
 from tests.streams_tools import throwaway_redis
 from tests.support import REDIS_URL
 
+T = TypeVar("T")
 WHEN = datetime(2026, 3, 4, 5, 6, 7, tzinfo=timezone.utc)
 
 
@@ -223,19 +224,35 @@ async def any_db(request: pytest.FixtureRequest, settings: Settings) -> AsyncIte
         yield database
 
 
+async def within(aw: Coroutine[Any, Any, T], timeout: float) -> T | None:
+    """``aw``'s result, or None after ``timeout`` s (``aw`` cancelled).
+
+    Not ``asyncio.wait_for``: that waits for ever for a cancelled read that
+    swallowed its cancel; here that fails the test within 5 s instead.
+    """
+    task = asyncio.ensure_future(aw)
+    done, _ = await asyncio.wait({task}, timeout=timeout)
+    if done:
+        return task.result()
+    task.cancel()
+    done, _ = await asyncio.wait({task}, timeout=5)
+    assert done, "a cancelled consumer read went on (it swallowed the cancellation)"
+    if not task.cancelled():  # the read won the race: return its result
+        return task.result()
+    return None
+
+
 async def take(consumer: Consumer[Any], n: int, timeout: float = 10.0) -> list[Delivery[Any]]:
     async def collect() -> list[Delivery[Any]]:
         return [await consumer.__anext__() for _ in range(n)]
 
-    return await asyncio.wait_for(collect(), timeout)
+    got = await within(collect(), timeout)
+    assert got is not None, f"fewer than {n} deliveries within {timeout}s"
+    return got
 
 
 async def nothing_more(consumer: Consumer[Any], wait: float = 0.5) -> bool:
-    try:
-        await asyncio.wait_for(consumer.__anext__(), wait)
-    except asyncio.TimeoutError:
-        return True
-    return False
+    return await within(consumer.__anext__(), wait) is None
 
 
 async def test_consume_delivers_typed_events_and_ack_removes_them(any_db: Database) -> None:

@@ -31,6 +31,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import NoScriptError, RedisClusterException, RedisError, ResponseError
 
 from alpha_data.cache.backends import Store
+from alpha_data.cancellation import deadline
 from alpha_data.redisio.client import redis_client
 from alpha_data.redisio.protocol import CacheUnavailable, StreamEntry, StreamMessage
 
@@ -238,11 +239,9 @@ class RedisBackend:
         """XREADGROUP GROUP g c COUNT n BLOCK ms STREAMS s... > ... on the blocking client."""
         command: Any = self._blocking_client().execute_command
         args = ("COUNT", count, "BLOCK", _ms(block), "STREAMS", *streams, *[">"] * len(streams))
-        try:
-            reply = await asyncio.wait_for(
-                command("XREADGROUP", "GROUP", group, consumer, *args),
-                block + self.socket_timeout + 1.0,
-            )
+        try:  # deadline, not wait_for: before 3.12 that can swallow the caller's cancel
+            async with deadline(block + self.socket_timeout + 1.0):
+                reply = await command("XREADGROUP", "GROUP", group, consumer, *args)
         except _FAILURES as exc:
             raise CacheUnavailable(f"{type(exc).__name__}: {exc}"[:200]) from None
         out: list[StreamMessage] = []

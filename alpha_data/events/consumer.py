@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Generic, TypeVar
 
 from pydantic import ValidationError
 
+from alpha_data.cancellation import guarded
 from alpha_data.errors import InvalidDataError
 from alpha_data.events.models import Event
 from alpha_data.redisio.protocol import CacheUnavailable, StreamMessage
@@ -146,7 +147,7 @@ class Consumer(Generic[E]):
         """Create the group on every stream now (retrying until Redis answers); returns self."""
         while not self._ready and not self._closed:
             try:
-                await self._prepare()
+                await guarded(self._prepare())
             except CacheUnavailable as exc:
                 await self._backoff(exc, "consumer group")
         return self
@@ -172,9 +173,9 @@ class Consumer(Generic[E]):
             if self._closed:
                 raise StopAsyncIteration
             try:
-                if not self._ready:
-                    await self._prepare()
-                messages = await self._fetch()
+                # guarded: a cancellation of the caller always ends this loop, even
+                # one that redis-py or a racing timeout swallowed inside the step
+                messages = await guarded(self._step())
             except CacheUnavailable as exc:
                 _raise_if_cancelled()  # redis-py may turn a cancellation into a lost connection
                 if self._closed:
@@ -187,6 +188,12 @@ class Consumer(Generic[E]):
             await self._accept(messages)
         self.delivered += 1
         return self._buffer.popleft()
+
+    async def _step(self) -> list[StreamMessage]:
+        """One round trip: create the groups if due, then claim or read."""
+        if not self._ready:
+            await self._prepare()
+        return await self._fetch()
 
     async def _fetch(self) -> list[StreamMessage]:
         """Claimed entries when a claim round is due and finds some, else new ones."""
@@ -250,8 +257,10 @@ class Consumer(Generic[E]):
 
     async def _ack(self, stream: str, entry_id: str) -> bool:
         try:
+            # not guarded (a task per ack would cost ~80 us): one call, no loop to go on with
             await self._bus.backend.stream_ack(stream, self.group, [entry_id])
         except CacheUnavailable as exc:
+            _raise_if_cancelled()
             self._bus.breaker.failure(exc, "ack")
             return False
         self.acked += 1
