@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import asyncpg
 
+from alpha_data.cancellation import deadline
 from alpha_data.outbox.effects import Effects, deliver, from_payload
 from alpha_data.repositories import outbox as rows
 
@@ -60,12 +61,16 @@ class Relay:
         self._task: asyncio.Task[None] | None = None
         self._listener: Any = None
         self._failed = False
+        #: Set by ``stop``: the loop also ends on it, should Python < 3.12 lose the
+        #: cancel (a wake-up landing with it: cpython gh-86296).
+        self._stopping = False
 
     # -- lifecycle -------------------------------------------------------------
 
     def start(self) -> None:
         """Run in a background task of the current loop."""
         if self._task is None:
+            self._stopping = False
             self._task = asyncio.ensure_future(self.run())
             self.outbox.relay_running = True
 
@@ -73,6 +78,7 @@ class Relay:
         """Stop the loop and close the LISTEN connection."""
         task, self._task = self._task, None
         self.outbox.relay_running = False
+        self._stopping = True
         if task is not None:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -81,7 +87,7 @@ class Relay:
 
     async def run(self) -> None:
         """The loop: deliver what is due, then sleep until the next row is due or a NOTIFY."""
-        while True:
+        while not self._stopping:
             try:
                 await self._listen()
                 while await self.step() >= self.batch:
@@ -99,8 +105,9 @@ class Relay:
                 if self._failed:
                     log.info("outbox relay works again")
                 self._failed = False
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), wait)
+            with contextlib.suppress(TimeoutError, asyncio.TimeoutError):
+                async with deadline(wait):
+                    await self._wake.wait()
             self._wake.clear()
 
     def _failing(self, exc: Exception) -> None:
