@@ -4,9 +4,11 @@ Every connected Database runs one (``outbox_relay``); ``alpha-data relay``
 runs one as its own process. A relay claims due rows of ITS prefix with
 ``FOR UPDATE SKIP LOCKED`` (relays never wait on each other nor take the
 same row), delivers the whole batch (one invalidation, one events pipeline)
-and deletes it in the same transaction; a failed batch is postponed with a
-backoff capped at ``MAX_BACKOFF`` so that undelivered work goes out within
-about a second of Redis accepting writes again. It sleeps until the next row
+and deletes it in the same transaction. After a failed batch the relay
+itself backs off (capped at ``MAX_BACKOFF``, so undelivered work goes out
+within about a second of Redis accepting writes again) while the rows are due
+again almost at once: a relay whose own Redis is unreachable never holds work
+back from a relay that can deliver it. It sleeps until the next row
 is due, at most ``outbox_poll_interval``, and wakes at once on a NOTIFY for
 its prefix (a dedicated asyncpg connection; none behind PgBouncer).
 """
@@ -35,6 +37,8 @@ log = logging.getLogger("alpha_data.outbox")
 MAX_BACKOFF = 1.0
 #: A row that cannot even be parsed is retried this rarely (it is logged each time).
 POISON_DELAY = 60.0
+#: How soon rows of a failed batch are due again (for any relay).
+FAILED_ROW_DELAY = 0.05
 
 
 def backoff(attempts: int) -> float:
@@ -64,6 +68,8 @@ class Relay:
         #: Set by ``stop``: the loop also ends on it, should Python < 3.12 lose the
         #: cancel (a wake-up landing with it: cpython gh-86296).
         self._stopping = False
+        #: This relay's own wait after a failed delivery (0 after a success).
+        self._retry_in = 0.0
 
     # -- lifecycle -------------------------------------------------------------
 
@@ -96,6 +102,8 @@ class Relay:
                 wait = self.poll_interval
                 if backlog.rows and backlog.next_due is not None:
                     wait = min(wait, max(0.01, backlog.next_due))
+                if self._retry_in:  # its last delivery failed: back off itself
+                    wait = self._retry_in
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -124,6 +132,7 @@ class Relay:
         async with outbox.engine.begin() as conn:
             claimed = await rows.claim(conn, outbox.prefix, self.batch)
             if not claimed:
+                self._retry_in = 0.0
                 return 0
             good, effects = self._parse(claimed)
             bad = [r.id for r in claimed if r.id not in good]
@@ -132,15 +141,16 @@ class Relay:
             try:
                 await deliver(outbox.cache, outbox.events, effects, probe=True)
             except Exception as exc:
-                attempts = max(r.attempts for r in claimed)
-                await rows.postpone(conn, list(good), backoff(attempts))
+                self._retry_in = backoff(max(r.attempts for r in claimed))
+                await rows.postpone(conn, list(good), FAILED_ROW_DELAY)
                 log.info(
                     "outbox relay could not deliver %d rows (%s); retrying in %.2f s",
                     len(good),
                     type(exc).__name__,
-                    backoff(attempts),
+                    self._retry_in,
                 )
                 return 0
+            self._retry_in = 0.0
             await rows.delete_rows(conn, list(good))
         outbox.redelivered += len(good)
         oldest = min(r.created_at for r in claimed)
