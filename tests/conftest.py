@@ -31,3 +31,24 @@ def fresh_database() -> Iterator[str]:
         yield url
     finally:
         drop_database(name)
+
+
+def _dump_tasks(signum: int, frame: object) -> None:
+    """SIGUSR1: print every asyncio task's stack (what a hung test is waiting on)."""
+    import asyncio
+    import sys
+
+    try:
+        loop = asyncio.get_event_loop_policy().get_event_loop()
+    except RuntimeError:
+        return
+    for task in asyncio.all_tasks(loop):
+        task.print_stack(limit=30, file=sys.stderr)
+    sys.stderr.flush()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    import signal
+
+    if hasattr(signal, "SIGUSR1"):
+        signal.signal(signal.SIGUSR1, _dump_tasks)

@@ -773,8 +773,14 @@ async def test_concurrent_misses_share_one_query(real_any: Database) -> None:
 
     with count_statements(db.engine) as counter:
         readers = [asyncio.create_task(read()) for _ in range(10)]
-        # Every reader missed and waits in (or leads) the flight.
-        while db.cache.stats().misses < 10:  # noqa: ASYNC110 - polling a counter
+        # Every reader missed and waits in (or leads) the flight (bounded: a reader
+        # whose cache read failed instead would otherwise keep this loop going).
+        deadline = time.monotonic() + 10
+        while db.cache.stats().misses < 10:
+            if time.monotonic() > deadline:
+                GatedUsers.gate.set()
+                await asyncio.gather(*readers, return_exceptions=True)
+                pytest.fail(f"only {db.cache.stats().misses} of 10 readers missed")
             await asyncio.sleep(0.005)
         GatedUsers.gate.set()
         results = await asyncio.gather(*readers)
