@@ -8,9 +8,23 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any, ClassVar, Generic, TypeVar
 
-from sqlalchemy import JSON, ColumnElement, Select, func, select, tuple_
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    ColumnElement,
+    DateTime,
+    Float,
+    Integer,
+    Numeric,
+    Select,
+    String,
+    func,
+    select,
+    tuple_,
+)
 from sqlalchemy import Enum as SAEnum
 from sqlalchemy.orm import InstrumentedAttribute
+from sqlalchemy.types import TypeDecorator, TypeEngine
 
 from alpha_data.errors import InvalidDataError, NotFoundError, translating
 from alpha_data.models.base import Base
@@ -224,11 +238,8 @@ def _filter_value(name: str, column: InstrumentedAttribute[Any], value: Any) -> 
     # SQLAlchemy 2.0 and object from 2.1 (JSONB derives from JSON).
     if isinstance(sa_type, JSON):
         raise InvalidDataError(f"cannot filter on JSON field {name!r} by equality")
-    try:
-        expected: type = sa_type.python_type
-    except NotImplementedError:
-        raise InvalidDataError(f"cannot filter on {name!r}") from None
-    if expected not in _FILTERABLE:
+    expected = _filterable_type(sa_type)
+    if expected is None:
         raise InvalidDataError(f"cannot filter on {name!r} by equality")
     if expected is int:
         return check_id(value, name) if name == "id" or name.endswith("_id") else _int(name, value)
@@ -243,8 +254,27 @@ def _filter_value(name: str, column: InstrumentedAttribute[Any], value: Any) -> 
     return value
 
 
-#: Python types whose filter values are checked before they reach SQL (anything else refuses).
-_FILTERABLE = frozenset({int, Decimal, datetime, str, bool})
+#: The SQLAlchemy type families a filter accepts, each with the Python type its value is
+#: checked as before it reaches SQL (in this order: Float is a Numeric, but floats are not
+#: money). A column of any other type refuses to be filtered on.
+_FILTERABLE: tuple[tuple[type[TypeEngine[Any]], type | None], ...] = (
+    (Boolean, bool),
+    (Integer, int),
+    (Float, None),
+    (Numeric, Decimal),
+    (DateTime, datetime),
+    (String, str),
+)
+
+
+def _filterable_type(sa_type: TypeEngine[Any]) -> type | None:
+    """The Python type a filter value on ``sa_type`` is checked as, or None (not filterable)."""
+    if isinstance(sa_type, TypeDecorator):
+        sa_type = sa_type.impl_instance
+    for family, python_type in _FILTERABLE:
+        if isinstance(sa_type, family):
+            return python_type
+    return None
 
 
 def _int(name: str, value: Any) -> int:
