@@ -17,6 +17,7 @@ __all__ = [
     "INVALID_AUTHORIZATION_SPECIFICATION",
     "INVALID_CATALOG_NAME",
     "INVALID_PASSWORD",
+    "INVALID_SCHEMA_NAME",
     "LOGIN_REJECTED",
     "NOT_NULL_VIOLATION",
     "QUERY_CANCELED",
@@ -43,6 +44,7 @@ INVALID_CATALOG_NAME = "3D000"  # the database does not exist
 INVALID_PASSWORD = "28P01"  # noqa: S105 - a SQLSTATE, not a password
 INVALID_AUTHORIZATION_SPECIFICATION = "28000"
 UNDEFINED_TABLE = "42P01"
+INVALID_SCHEMA_NAME = "3F000"  # the schema does not exist
 #: Class prefixes: data exceptions; connection exceptions; admin shutdown/crash.
 DATA_EXCEPTION_CLASS = "22"
 CONNECTION_EXCEPTION_CLASSES = ("08", "57P")

@@ -15,6 +15,7 @@ from alpha_data.cli.fallback import wants_embedded
 from alpha_data.driver_errors import sqlstate_of
 from alpha_data.errors import DataLayerError
 from alpha_data.settings import Settings
+from alpha_data.sqlstates import INVALID_SCHEMA_NAME, UNDEFINED_TABLE
 
 if TYPE_CHECKING:
     from alpha_data.embedded import EmbeddedServers
@@ -67,7 +68,7 @@ def resolve_settings() -> tuple[Settings, EmbeddedServers | None]:
 
 
 #: undefined_table, invalid_schema_name: the database was never migrated (or only partly).
-_SCHEMA_MISSING = frozenset({"42P01", "3F000"})
+_SCHEMA_MISSING = frozenset({UNDEFINED_TABLE, INVALID_SCHEMA_NAME})
 SCHEMA_MISSING_MESSAGE = "the schema is missing: run `alpha-data migrate`"
 
 
