@@ -13,7 +13,6 @@ import hashlib
 import logging
 import secrets
 import shutil
-import socket
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator
 from dataclasses import dataclass, field
@@ -25,6 +24,7 @@ from sqlalchemy import event, text
 from sqlalchemy.engine import make_url
 
 from alpha_data import Database, testing
+from tests.streams_tools import throwaway_redis
 from tests.support import ALL_TABLES, REDIS_URL, SERVER_URL
 
 T = TypeVar("T")
@@ -407,51 +407,17 @@ async def proxied_redis(url: str) -> tuple[TcpProxy, str]:
 # -- a Redis server of our own ------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @contextlib.asynccontextmanager
 async def private_redis() -> AsyncIterator[str]:
     """The URL of a redis-server started for one test (``CLIENT PAUSE`` stalls only it).
 
-    Same binary as the shared service, so still the real thing; when no
-    ``redis-server`` is installed, the shared server's URL (pauses then stall
-    every client of that server for their length).
+    Same binary as the shared service, so still the real thing
+    (``tests.streams_tools.throwaway_redis``); when no ``redis-server`` is
+    installed, the shared server's URL (pauses then stall every client of that
+    server for their length).
     """
-    binary = shutil.which("redis-server")
-    if binary is None:
+    if shutil.which("redis-server") is None:
         yield REDIS_URL
         return
-    port = _free_port()
-    proc = await asyncio.create_subprocess_exec(
-        binary,
-        "--port", str(port),
-        "--bind", "127.0.0.1",
-        "--save", "",
-        "--appendonly", "no",
-        "--dir", "/tmp",  # nothing is written there (no persistence)
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.DEVNULL,
-    )  # fmt: skip
-    url = f"redis://127.0.0.1:{port}/0"
-    try:
-        import redis.asyncio as redis_asyncio
-
-        client = redis_asyncio.Redis.from_url(url, socket_connect_timeout=0.2)
-        try:
-            for _ in range(100):
-                with contextlib.suppress(Exception):
-                    if await client.ping():
-                        break
-                await asyncio.sleep(0.05)
-            else:
-                raise RuntimeError("the private redis-server did not start")
-        finally:
-            await client.aclose()
-        yield url
-    finally:
-        proc.terminate()
-        await proc.wait()
+    async with throwaway_redis() as server:
+        yield server.url
