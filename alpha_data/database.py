@@ -103,6 +103,9 @@ class Database(Generic[U]):
             ttl=s.cache_ttl,
             negative_ttl=s.cache_negative_ttl,
             enabled=s.cache_enabled,
+            # With replicas, invalidations carry the primary's WAL position, so
+            # misses served by replicas can be stored (docs/caching.md).
+            commit_lsn=self.router.commit_lsn if self.router is not None else None,
         )
         self.events = EventBus(
             self.cache.backend, prefix=s.cache_prefix, stream_maxlen=s.event_stream_maxlen

@@ -742,15 +742,17 @@ async def test_a_slow_read_never_leaves_a_stale_entry(real_any: Database) -> Non
 
 
 class ReplicaUsers(UserRepository):
-    """users.get as if its session had been routed to a streaming replica."""
+    """users.get as if its session had been routed to a replica far ahead of any commit."""
 
     @cached(USER_ID)
     async def get_on_replica(self, id: int) -> User | None:
-        self.session.info[ROUTE_KEY] = SimpleNamespace(replica="replica-1")
+        self.session.info[ROUTE_KEY] = SimpleNamespace(replica="replica-1", replay_lsn=2**62)
         return await UserRepository.get(self, id, cached=False)
 
 
-async def test_reads_served_by_a_replica_are_not_stored(db: Database) -> None:
+async def test_without_replicas_configured_replica_reads_are_not_stored(db: Database) -> None:
+    """Its commits carry no WAL position, so nothing proves a replica replayed them
+    (tests/test_cache_replica.py has the Database with replicas)."""
     (user,) = await add(db, UserFactory.build())
     for _ in range(2):
         got = await run(db, lambda uow: ReplicaUsers(uow.session).get_on_replica(user.id))

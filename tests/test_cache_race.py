@@ -34,9 +34,14 @@ class HeldBackend:
         return getattr(self.inner, name)
 
     async def invalidate(
-        self, keys: Sequence[str], tags: Sequence[str], fresh: Sequence[str], tag_ttl: float
+        self,
+        keys: Sequence[str],
+        tags: Sequence[str],
+        fresh: Sequence[str],
+        tag_ttl: float,
+        **kw: Any,
     ) -> None:
-        await self.inner.invalidate(keys, tags, fresh, tag_ttl)
+        await self.inner.invalidate(keys, tags, fresh, tag_ttl, **kw)
         self.batches.append(list(tags))
         if len(self.batches) == 1:
             self.applied.set()

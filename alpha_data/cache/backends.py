@@ -7,7 +7,16 @@ the in-process ``MemoryBackend`` (``redis_url = memory://``).
 
 Entries are stored as ``["<token>,<token>",<body>`` where ``body`` is the
 rest of a JSON array: an entry is valid only while every tag it was stored
-under still holds the token it had when the read began. The stream and
+under still holds the token it had when the read began.
+
+Tokens and the fence (docs/caching.md, "Replicas"): an invalidation's token
+is ``b<random>.<i>``, followed by ``@<lsn>`` when its Database knows the
+primary's WAL position after the commits it delivers (one with replicas); a
+reader's first token of a tag is ``i<random>.<i>``. The *fence* key
+(``<prefix>:lsn``) holds the highest LSN any invalidation carried, or ``x``
+for a while after an invalidation without one. A miss served by a replica
+is stored only if the replica had replayed past every tag's LSN (a ``b``
+token's own, else the fence). The stream and
 pub/sub types and ``CacheUnavailable`` live in ``alpha_data.redisio.protocol``
 (shared with the event bus) and are re-exported here.
 """
@@ -21,15 +30,21 @@ from typing import Any, NamedTuple, Protocol
 from alpha_data.redisio.protocol import CacheUnavailable, PubSubLink, StreamEntry, StreamMessage
 from alpha_data.settings import Settings
 
+#: The fence's value after an invalidation that carried no LSN.
+POISONED = "x"
+
 __all__ = [
+    "POISONED",
     "CacheBackend",
     "CacheUnavailable",
     "PubSubLink",
     "Store",
     "StreamEntry",
     "StreamMessage",
+    "lsn_text",
     "make_cache_backend",
     "new_tokens",
+    "token_lsn",
 ]
 
 
@@ -38,7 +53,10 @@ class Store(NamedTuple):
 
     A tag that had no token gets ``fresh`` (when it still has none); one
     that got a token from another reader meanwhile (``i…``, not an
-    invalidation's ``b…``) is accepted.
+    invalidation's ``b…``) is accepted. ``replica_lsn`` (a result read from
+    a replica): the replay LSN the replica had at least reached before the
+    query; the entry is stored only if that covers every tag (module
+    docstring), checked against the ``fence`` key.
     """
 
     key: str
@@ -48,6 +66,8 @@ class Store(NamedTuple):
     seen: Sequence[bytes]
     fresh: Sequence[str]
     tag_ttl: float
+    fence: str = ""
+    replica_lsn: int | None = None
 
 
 class CacheBackend(Protocol):
@@ -70,9 +90,22 @@ class CacheBackend(Protocol):
         ...
 
     async def invalidate(
-        self, keys: Sequence[str], tags: Sequence[str], fresh: Sequence[str], tag_ttl: float
+        self,
+        keys: Sequence[str],
+        tags: Sequence[str],
+        fresh: Sequence[str],
+        tag_ttl: float,
+        *,
+        fence: str,
+        lsn: int | None,
     ) -> None:
-        """Delete ``keys`` and give each tag its ``fresh`` token, in one round trip."""
+        """Delete ``keys`` and give each tag its ``fresh`` token, in one round trip.
+
+        ``lsn``: the primary's WAL position read after the commits delivered
+        (None: unknown). It raises the ``fence`` and each token carries the
+        highest LSN its tag has known (module docstring); None poisons the
+        fence for ``tag_ttl`` and leaves the tokens without an LSN.
+        """
         ...
 
     async def publish(self, channel: str, message: bytes) -> None:
@@ -141,6 +174,20 @@ def new_tokens(count: int, kind: str) -> list[str]:
     tag, ``b`` invalidation), 64 random bits and an index."""
     base = kind + os.urandom(8).hex()
     return [f"{base}.{i:x}" for i in range(count)]
+
+
+def lsn_text(lsn: int) -> str:
+    """An LSN as 16 hex digits: strings of equal length compare like the numbers."""
+    return f"{lsn:016x}"
+
+
+def token_lsn(token: str | bytes | None) -> str | None:
+    """The LSN a ``b`` token carries (None: a reader's token, or no LSN known)."""
+    if not token:
+        return None
+    text = token.decode() if isinstance(token, bytes) else token
+    head, at, lsn = text.partition("@")
+    return lsn if at and head.startswith("b") else None
 
 
 def make_cache_backend(settings: Settings) -> CacheBackend:

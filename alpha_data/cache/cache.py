@@ -12,7 +12,7 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Awaitable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -71,6 +71,7 @@ class Cache:
         negative_ttl: float,
         enabled: bool = True,
         breaker: Breaker | None = None,
+        commit_lsn: Callable[[], Awaitable[int]] | None = None,
     ) -> None:
         self.backend = backend
         self.prefix = prefix
@@ -89,12 +90,20 @@ class Cache:
         self.corrupt = 0
         #: Tag keys are ``tag_prefix + tag``.
         self.tag_prefix = f"{prefix}:tag:"
+        #: The highest WAL position invalidations carried (misses read from replicas).
+        self.fence_key = f"{prefix}:lsn"
         self._tasks: set[asyncio.Task[None]] = set()
         self._stores: deque[Store] = deque()
         self._storing: asyncio.AbstractEventLoop | None = None  # loop of the store task
         self._in_flight = 0
         self.delivery = InvalidationDelivery(
-            backend, self.breaker, prefix=prefix, tag_prefix=self.tag_prefix, tag_ttl=self.tag_ttl
+            backend,
+            self.breaker,
+            prefix=prefix,
+            tag_prefix=self.tag_prefix,
+            tag_ttl=self.tag_ttl,
+            fence=self.fence_key,
+            commit_lsn=commit_lsn,
         )
 
     @property
@@ -162,15 +171,26 @@ class Cache:
         return got
 
     def store_later(
-        self, key: str, body: bytes, ttl: float, tags: Sequence[str], seen: Sequence[bytes]
+        self,
+        key: str,
+        body: bytes,
+        ttl: float,
+        tags: Sequence[str],
+        seen: Sequence[bytes],
+        replica_lsn: int | None = None,
     ) -> None:
         """Queue an entry for the background store (the caller never waits for it).
+
+        ``replica_lsn``: the result was read from a replica that had replayed
+        at least this far; it is stored only if that covers every tag.
 
         Costs the caller an append and, when idle, one ``call_soon``; the
         store task starts on the next loop iteration and sends everything
         queued by then in one pipelined round trip.
         """
-        self._stores.append(Store(key, body, ttl, tags, seen, (), self.tag_ttl))
+        self._stores.append(
+            Store(key, body, ttl, tags, seen, (), self.tag_ttl, self.fence_key, replica_lsn)
+        )
         loop = asyncio.get_running_loop()
         if self._storing is not loop:
             self._storing = loop

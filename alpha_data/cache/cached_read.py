@@ -12,7 +12,9 @@ A call goes one of four ways, each a small method here:
   tag tokens; objects are built from it and attached to the session;
 * **miss** (:meth:`CachedRead.miss`): concurrent misses of the same key and
   tokens share one query (:meth:`follow` / :meth:`lead`), and the encoded
-  result is stored in the background (:meth:`store`) only if no tag moved.
+  result is stored in the background (:meth:`store`) only if no tag moved
+  (and, read from a replica, only if the replica had replayed past the
+  commits the tags' tokens stand for).
 
 Counters are updated through the Cache's ``count_*`` methods.
 """
@@ -32,7 +34,7 @@ from sqlalchemy.orm.attributes import instance_state
 from alpha_data._sa_internals import session_has_pending
 from alpha_data.cache.cache import Cache
 from alpha_data.cache.codec import Corrupt, Shape, Uncacheable
-from alpha_data.cache.invalidation import REFRESH_KEY, SCOPE_KEY, CacheScope, reads_replica
+from alpha_data.cache.invalidation import REFRESH_KEY, SCOPE_KEY, CacheScope, replica_position
 from alpha_data.cache.keys import Unkeyable, part
 from alpha_data.cache.orm import InSession, hide_secrets, materialize
 from alpha_data.cache.tags import TagSpec, epoch, register_entity_key
@@ -283,10 +285,15 @@ class CachedRead:
         return await self.fn(call.repo, *call.args, **call.kwargs)
 
     async def lead(self, call: _Call, flight: Any, seen: list[bytes]) -> Any:
-        """Run the query (refreshing held objects), encode the result, store it later."""
+        """Run the query (refreshing held objects), encode the result, store it later.
+
+        A result read from a replica is stored only if the replica had
+        replayed past every tag's LSN (checked by the backend); followers
+        never take it, since they may read the primary.
+        """
         cache = call.cache
         future = cache.flights.lead(flight)
-        body = None
+        body = replica = None
         sync = call.sync
         held = set(sync.identity_map.keys()) if len(sync.identity_map) else ()
         try:
@@ -299,12 +306,13 @@ class CachedRead:
             finally:
                 sync.info.pop(REFRESH_KEY, None)
             _hide_new_secrets(call.plan.shape, result, held)
-            if not call.scope.dirtied(call.tags) and not reads_replica(sync):
+            replica = replica_position(sync)
+            if not call.scope.dirtied(call.tags) and replica != 0:
                 body = self.encode(call, result)
         finally:
-            cache.flights.land(flight, future, body)
+            cache.flights.land(flight, future, body if replica is None else None)
         if body is not None:
-            self.store(call, result, body, seen)
+            self.store(call, result, body, seen, replica)
         return result
 
     @staticmethod
@@ -316,13 +324,16 @@ class CachedRead:
             log.debug("not caching %s: %s", call.key, exc)
             return None
 
-    def store(self, call: _Call, result: Any, body: bytes, seen: list[bytes]) -> None:
-        """Queue the background store (kept only if no tag moved since ``seen``)."""
+    def store(
+        self, call: _Call, result: Any, body: bytes, seen: list[bytes], replica: int | None
+    ) -> None:
+        """Queue the background store (kept only if no tag moved since ``seen`` and,
+        for a result read from a replica at ``replica``, every tag is covered)."""
         negative = result is None
         chosen = self.negative_ttl if negative else self.ttl
         assert call.tag_keys is not None
         call.cache.store_later(
-            call.key, body, call.cache.entry_ttl(chosen, negative), call.tag_keys, seen
+            call.key, body, call.cache.entry_ttl(chosen, negative), call.tag_keys, seen, replica
         )
 
 

@@ -5,14 +5,17 @@ to ``MAX_PENDING`` tags) and sent again, with the next commit's tags or
 before this process reads from the cache again. Past that bound everything
 under the prefix is deleted once the backend answers. Other processes get
 lost invalidations from the transactional outbox (alpha_data.outbox): any
-live relay of the prefix delivers them again (see docs/caching.md).
+live relay of the prefix delivers them again (see docs/caching.md). In a
+Database with replicas each delivery carries the primary's WAL position
+read after its commits, which lets misses served by replicas be stored
+(``backends`` module docstring).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 
 from alpha_data.cache.backends import CacheBackend, new_tokens
 from alpha_data.cache.tags import entity_keys
@@ -38,8 +41,14 @@ class InvalidationDelivery:
         prefix: str,
         tag_prefix: str,
         tag_ttl: float,
+        fence: str,
+        commit_lsn: Callable[[], Awaitable[int]] | None = None,
     ) -> None:
         self.backend = backend
+        #: The key of the highest LSN invalidations carried (backends module docstring).
+        self.fence = fence
+        #: Reads the primary's WAL position (None: invalidations carry no LSN).
+        self.commit_lsn = commit_lsn
         self.breaker = breaker
         self.prefix = prefix
         self.tag_prefix = tag_prefix
@@ -105,9 +114,15 @@ class InvalidationDelivery:
                 return True
             keys = [f"{self.prefix}:{k}" for tag in batch for k in entity_keys(tag)]
             tag_keys = [self.tag_prefix + t for t in batch]
+            lsn = await self._position()  # after every commit of the batch
             try:
                 await self.backend.invalidate(
-                    keys, tag_keys, new_tokens(len(batch), "b"), self.tag_ttl
+                    keys,
+                    tag_keys,
+                    new_tokens(len(batch), "b"),
+                    self.tag_ttl,
+                    fence=self.fence,
+                    lsn=lsn,
                 )
             except CacheUnavailable as exc:
                 self.keep(mine)
@@ -119,3 +134,21 @@ class InvalidationDelivery:
             self.delivered += len(batch)
             self.breaker.success()
             return True
+
+    async def _position(self) -> int | None:
+        """The primary's WAL position now, at or past every commit delivered (None: unknown).
+
+        Read only by a Database with replicas. Unknown turns replica stores
+        off for a while (the fence is poisoned), it never delays the delivery.
+        """
+        if self.commit_lsn is None:
+            return None
+        try:
+            return await self.commit_lsn()
+        except Exception as exc:
+            log.warning(
+                "cannot read the primary's WAL position (%s): this invalidation carries none, "
+                "so misses served by replicas are not cached for a while",
+                type(exc).__name__,
+            )
+            return None

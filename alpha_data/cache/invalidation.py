@@ -44,7 +44,7 @@ __all__ = [
     "invalidate",
     "invalidates",
     "listen",
-    "reads_replica",
+    "replica_position",
     "scope_of",
 ]
 
@@ -53,14 +53,16 @@ SCOPE_KEY = "alpha_data.cache_scope"
 #: Set in ``session.info`` while a cached read queries PostgreSQL after a miss.
 REFRESH_KEY = "alpha_data.cache_refresh"
 #: Where a read router (alpha_data.routing) keeps a session's route; an object
-#: whose ``replica`` is not None means the session reads a streaming replica.
+#: whose ``replay_lsn`` is not None means the session read a streaming replica.
 ROUTE_KEY = "alpha_data.route"
 
 
-def reads_replica(session: Session) -> bool:
-    """True when ``session`` read from a replica, which may not have replayed commits
-    whose invalidations were already delivered: such results are not stored."""
-    return getattr(session.info.get(ROUTE_KEY), "replica", None) is not None
+def replica_position(session: Session) -> int | None:
+    """None when ``session`` read only the primary; else the replay LSN its replica
+    had at least reached (it may miss commits whose invalidations were delivered:
+    a result is stored only if this covers its tags' LSNs)."""
+    lsn: int | None = getattr(session.info.get(ROUTE_KEY), "replay_lsn", None)
+    return lsn
 
 
 _OPTION = "alpha_data_invalidates"

@@ -1,7 +1,8 @@
 """The in-process backend (``redis_url = memory://``): Redis semantics without Redis.
 
-Same entry format, tag tokens, conditional store, TTLs, pub/sub and streams
-with consumer groups (``memory_streams``) as the Redis backend, for
+Same entry format, tag tokens (with their LSNs and the fence), conditional
+store, TTLs, pub/sub and streams with consumer groups (``memory_streams``)
+as the Redis backend, for
 development and unit tests; one process only. It holds
 at most ``max_items`` keys: expired ones go first, then the oldest (dropping
 a tag only turns the entries under it into misses).
@@ -10,11 +11,12 @@ a tag only turns the entries under it into misses).
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections.abc import Sequence
 from typing import Any
 
-from alpha_data.cache.backends import Store
+from alpha_data.cache.backends import POISONED, Store, lsn_text, token_lsn
 from alpha_data.cache.memory_streams import MemoryStreams
 from alpha_data.redisio.protocol import StreamEntry, StreamMessage
 
@@ -85,6 +87,7 @@ class MemoryBackend:
         return [self._store(s) for s in stores]
 
     def _store(self, s: Store) -> bool:
+        replica = None if s.replica_lsn is None else lsn_text(s.replica_lsn)
         current: list[bytes] = []
         for tag, was, new in zip(s.tags, s.seen, s.fresh, strict=True):
             token = self._get(tag)
@@ -94,19 +97,60 @@ class MemoryBackend:
                 token = new.encode()
             elif token != was and not (was == b"" and token.startswith(b"i")):
                 return False
+            if replica is not None and not self._covered(token, s.fence, replica):
+                return False
             self._set(tag, token, s.tag_ttl)
             current.append(token)
         self._set(s.key, b'["' + b",".join(current) + b'",' + s.body, s.ttl)
         return True
 
+    def _covered(self, token: bytes, fence: str, replica: str) -> bool:
+        """A replica at ``replica`` had replayed every commit ``token`` may stand for."""
+        if token.startswith(b"b"):
+            bound = token_lsn(token)
+        else:  # a reader's token: lost invalidations of the tag are below the fence
+            value = self._get(fence)
+            bound = value.decode() if value is not None and value != POISONED.encode() else None
+        return bound is not None and bound <= replica
+
     async def invalidate(
-        self, keys: Sequence[str], tags: Sequence[str], fresh: Sequence[str], tag_ttl: float
+        self,
+        keys: Sequence[str],
+        tags: Sequence[str],
+        fresh: Sequence[str],
+        tag_ttl: float,
+        *,
+        fence: str,
+        lsn: int | None,
     ) -> None:
-        """Delete keys and set fresh tokens."""
+        """Delete keys, raise (or poison) the fence and set fresh tokens with their LSNs."""
         for key in keys:
             self.data.pop(key, None)
+        floor = self._raise_fence(fence, lsn, tag_ttl)
         for tag, token in zip(tags, fresh, strict=True):
-            self._set(tag, token.encode(), tag_ttl)
+            bound = None
+            if lsn is not None:
+                old = self._get(tag)
+                if old is not None and old.startswith(b"b"):
+                    known = token_lsn(old)  # a token without one keeps the tag unknown
+                    bound = None if known is None else max(known, lsn_text(lsn))
+                else:  # never bumped, or its token was lost: the fence bounds it
+                    bound = floor
+            self._set(tag, (token if bound is None else f"{token}@{bound}").encode(), tag_ttl)
+
+    def _raise_fence(self, fence: str, lsn: int | None, tag_ttl: float) -> str | None:
+        """The fence after an invalidation at ``lsn`` (None: poisoned or unknown)."""
+        if lsn is None:
+            self._set(fence, POISONED.encode(), tag_ttl)
+            return None
+        value = self._get(fence)
+        if value == POISONED.encode():
+            return None
+        text = lsn_text(lsn)
+        if value is None or value.decode() < text:
+            self._set(fence, text.encode(), math.inf)
+            return text
+        return value.decode()
 
     async def publish(self, channel: str, message: bytes) -> None:
         """Deliver to every link subscribed to ``channel``."""

@@ -7,9 +7,11 @@
 * store: check every tag still holds the token seen before the query (a
   tag that had none may have been given one by another reader since: tokens
   given that way start with ``i``, tokens of invalidations with ``b``; a
-  tag still without one gets a fresh ``i`` token), then SET the entry;
-  otherwise store nothing.
-* invalidate: DEL entity keys and SET fresh tokens on the tags.
+  tag still without one gets a fresh ``i`` token) and, for a result read
+  from a replica, that the replica had replayed past each tag's LSN; then
+  SET the entry, otherwise store nothing.
+* invalidate: a Lua script that DELs entity keys, SETs fresh tokens on the
+  tags (with the LSN each tag must be covered by) and moves the fence.
 
 The client fails fast: short socket timeouts from Settings and no retries
 (the cache front decides what an outage means). Scripts are sent by SHA
@@ -30,34 +32,94 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import NoScriptError, RedisClusterException, RedisError, ResponseError
 
-from alpha_data.cache.backends import Store
+from alpha_data.cache.backends import Store, lsn_text
 from alpha_data.cancellation import deadline
 from alpha_data.redisio.client import redis_client
 from alpha_data.redisio.protocol import CacheUnavailable, StreamEntry, StreamMessage
 
-__all__ = ["STORE_SCRIPT", "RedisBackend"]
+__all__ = ["INVALIDATE_SCRIPT", "STORE_SCRIPT", "RedisBackend"]
 
 # RedisClusterException (e.g. no reachable node) is not a RedisError.
 _FAILURES = (RedisError, RedisClusterException, OSError, asyncio.TimeoutError)
 
+# KEYS: entry, tags..., fence. ARGV: entry TTL, tag TTL, body, replica LSN ('':
+# read on the primary), then the seen tokens and the fresh ones. Under a
+# replica LSN every tag must be covered: a b token by its own LSN, any other
+# by the fence (backends module docstring).
 STORE_SCRIPT = """
-local n = #KEYS - 1
+local n = #KEYS - 2
+local replica = ARGV[4]
+local fence = nil
+local function covered(t)
+  if string.sub(t, 1, 1) == 'b' then
+    local at = string.find(t, '@', 1, true)
+    return at ~= nil and string.sub(t, at + 1) <= replica
+  end
+  if fence == nil then fence = redis.call('GET', KEYS[n + 2]) end
+  return fence ~= false and fence ~= 'x' and fence <= replica
+end
 local cur = {}
 for i = 1, n do
   local t = redis.call('GET', KEYS[i + 1])
-  local seen = ARGV[3 + i]
-  if not t then
+  local seen = ARGV[4 + i]
+  local fresh = not t
+  if fresh then
     if seen ~= '' then return 0 end
-    t = ARGV[3 + n + i]
-    redis.call('SET', KEYS[i + 1], t, 'PX', ARGV[2])
+    t = ARGV[4 + n + i]
   elseif t ~= seen and not (seen == '' and string.sub(t, 1, 1) == 'i') then
     return 0
+  end
+  if replica ~= '' and not covered(t) then return 0 end
+  if fresh then
+    redis.call('SET', KEYS[i + 1], t, 'PX', ARGV[2])
   else
     redis.call('PEXPIRE', KEYS[i + 1], ARGV[2])
   end
   cur[i] = t
 end
 redis.call('SET', KEYS[1], '["' .. table.concat(cur, ',') .. '",' .. ARGV[3], 'PX', ARGV[1])
+return 1
+"""
+
+# KEYS: fence, tags..., entity keys to delete. ARGV: tag TTL, LSN ('': unknown),
+# the fresh tokens. A known LSN raises the fence (never past a poisoned one)
+# and each token carries the highest LSN its tag has known: its old token's
+# and this one, or the fence when the tag had no b token (never bumped, or
+# its token was lost); a tag whose old token had no LSN stays without one.
+INVALIDATE_SCRIPT = """
+local n = #ARGV - 2
+local lsn = ARGV[2]
+local floor = false
+if lsn == '' then
+  redis.call('SET', KEYS[1], 'x', 'PX', ARGV[1])
+else
+  local f = redis.call('GET', KEYS[1])
+  if f ~= 'x' then
+    if (not f) or f < lsn then
+      redis.call('SET', KEYS[1], lsn)
+      f = lsn
+    end
+    floor = f
+  end
+end
+for i = 1, n do
+  local token = ARGV[2 + i]
+  if lsn ~= '' then
+    local old = redis.call('GET', KEYS[1 + i])
+    local bound = floor
+    if old and string.sub(old, 1, 1) == 'b' then
+      bound = false
+      local at = string.find(old, '@', 1, true)
+      if at then
+        bound = string.sub(old, at + 1)
+        if bound < lsn then bound = lsn end
+      end
+    end
+    if bound then token = token .. '@' .. bound end
+  end
+  redis.call('SET', KEYS[1 + i], token, 'PX', ARGV[1])
+end
+for i = n + 2, #KEYS do redis.call('DEL', KEYS[i]) end
 return 1
 """
 
@@ -74,18 +136,25 @@ def _ms(seconds: float) -> int:
 def _store_args(s: Store) -> tuple[Any, ...]:
     """numkeys, KEYS and ARGV of STORE_SCRIPT for one entry."""
     return (
-        1 + len(s.tags),
+        2 + len(s.tags),
         s.key,
         *s.tags,
+        s.fence,
         _ms(s.ttl),
         _ms(s.tag_ttl),
         s.body,
+        "" if s.replica_lsn is None else lsn_text(s.replica_lsn),
         *s.seen,
         *s.fresh,
     )
 
 
-_STORE_SHA = hashlib.sha1(STORE_SCRIPT.encode(), usedforsecurity=False).hexdigest()
+def _sha(script: str) -> str:
+    return hashlib.sha1(script.encode(), usedforsecurity=False).hexdigest()
+
+
+_STORE_SHA = _sha(STORE_SCRIPT)
+_INVALIDATE_SHA = _sha(INVALIDATE_SCRIPT)
 
 
 class _RedisLink:
@@ -160,18 +229,32 @@ class RedisBackend:
         return [bool(r) for r in results]
 
     async def invalidate(
-        self, keys: Sequence[str], tags: Sequence[str], fresh: Sequence[str], tag_ttl: float
+        self,
+        keys: Sequence[str],
+        tags: Sequence[str],
+        fresh: Sequence[str],
+        tag_ttl: float,
+        *,
+        fence: str,
+        lsn: int | None,
     ) -> None:
-        """DEL + SET fresh tokens in one MULTI/EXEC."""
+        """One INVALIDATE_SCRIPT: DEL ``keys``, fresh tokens on ``tags``, the fence moved."""
         if not keys and not tags:
             return
+        args = (
+            1 + len(tags) + len(keys),
+            fence,
+            *tags,
+            *keys,
+            _ms(tag_ttl),
+            "" if lsn is None else lsn_text(lsn),
+            *fresh,
+        )
         try:
-            async with self.client.pipeline(transaction=True) as pipe:
-                if keys:
-                    pipe.delete(*keys)
-                for tag, token in zip(tags, fresh, strict=True):
-                    pipe.set(tag, token, px=_ms(tag_ttl))
-                await pipe.execute()
+            try:
+                await self._command("EVALSHA", _INVALIDATE_SHA, *args)
+            except NoScriptError:  # scripts are gone after a restart
+                await self._command("EVAL", INVALIDATE_SCRIPT, *args)
         except _FAILURES as exc:
             raise CacheUnavailable(type(exc).__name__) from None
 

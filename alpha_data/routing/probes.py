@@ -25,6 +25,9 @@ _PRIMARY = text(
     "SELECT (pg_current_wal_flush_lsn() - '0/0'::pg_lsn)::bigint,"
     " extract(epoch FROM clock_timestamp())::float8"
 )
+# The insert position is past the commit record of every transaction whose
+# COMMIT has returned, even with synchronous_commit = off (not yet flushed).
+_INSERTED = text("SELECT (pg_current_wal_insert_lsn() - '0/0'::pg_lsn)::bigint")
 _REPLICA = text(
     "SELECT pg_is_in_recovery(), (pg_last_wal_replay_lsn() - '0/0'::pg_lsn)::bigint,"
     " extract(epoch FROM pg_last_xact_replay_timestamp())::float8"
@@ -63,6 +66,10 @@ class Probes(Protocol):
         """The state of the replica behind ``engine``."""
         ...
 
+    async def commit_lsn(self) -> int:
+        """A WAL position at or past every commit that has returned on the primary."""
+        ...
+
 
 class EngineProbes:
     """``Probes`` over SQLAlchemy engines (one autocommit statement each)."""
@@ -75,6 +82,11 @@ class EngineProbes:
         async with self._primary.connect() as conn:
             lsn, clock = (await conn.execute(_PRIMARY)).one()
         return PrimaryPosition(int(lsn), float(clock))
+
+    async def commit_lsn(self) -> int:
+        """The primary's ``pg_current_wal_insert_lsn()``."""
+        async with self._primary.connect() as conn:
+            return int((await conn.execute(_INSERTED)).scalar_one())
 
     async def replica(self, engine: AsyncEngine) -> ReplicaPosition:
         """``pg_is_in_recovery()``, replay LSN and last replayed commit time of a replica."""

@@ -76,13 +76,20 @@ class Replica:
 
 @dataclass(eq=False)
 class Route:
-    """Where one read-only session's statements go (``replica`` None: the primary)."""
+    """Where one read-only session's statements go (``replica`` None: the primary).
+
+    ``replay_lsn``: None while only the primary served this session; else
+    the replay LSN its replica had at least reached when the route was chosen
+    (kept when the session falls back to the primary: what it read before may
+    be that old). The cache stores a miss only if this covers its tags.
+    """
 
     router: Router
     replica: Replica | None
     engine: AsyncEngine
     options: Mapping[str, Any]
     statements: int = 0
+    replay_lsn: int | None = None
 
     @property
     def may_fall_back(self) -> bool:

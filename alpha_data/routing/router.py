@@ -18,6 +18,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from alpha_data.cancellation import deadline
 from alpha_data.routing.failures import first_line
 from alpha_data.routing.monitor import Monitor
 from alpha_data.routing.probes import EngineProbes, Probes
@@ -105,7 +106,8 @@ class Router:
         self.fence = Fence()
         #: Reads re-run on the primary after their replica failed.
         self.fallbacks = 0
-        self.monitor = Monitor(self, probes or EngineProbes(primary), clock)
+        self.probes = probes or EngineProbes(primary)
+        self.monitor = Monitor(self, self.probes, clock)
         self._next = 0
         self._primary_variants: Variants = {}
         #: The primary's read-only autocommit pool (set by Database; None: READ ONLY transactions).
@@ -148,7 +150,8 @@ class Router:
         replica = self.choose()
         if replica is None:
             return self.primary_route(options)
-        return Route(self, replica, self._variant(replica, options), options)
+        engine = self._variant(replica, options)
+        return Route(self, replica, engine, options, replay_lsn=replica.replay_lsn)
 
     def primary_route(self, options: Mapping[str, Any]) -> Route:
         """A Route to the primary (read-only there too: its read-only pool, else
@@ -177,12 +180,31 @@ class Router:
         self.fence.request()
         self.monitor.kick()
 
+    async def commit_lsn(self) -> int:
+        """The primary's WAL position now, past every commit that has returned.
+
+        The cache stamps invalidations with it, so a replica that replayed
+        this far shows every change they announce (docs/caching.md). It is
+        this Database's read-your-writes fence as well: reads come back to a
+        replica only once it has replayed past it, and then may fill the cache.
+        """
+        target = self.fence.requested  # every commit counted so far has returned
+        async with deadline(self.probe_timeout):
+            lsn = await self.probes.commit_lsn()
+        if self.read_your_writes and self.replicas:
+            moved = lsn > self.fence.lsn
+            self.fence.learn(target, lsn)  # those commits' fence too, without a monitor sample
+            if moved:
+                self.monitor.kick()  # poll the replicas behind it now
+        return lsn
+
     def failed(self, replica: Replica, exc: BaseException | str) -> None:
         """Mark ``replica`` down (warning on the first failure) and schedule a probe."""
         reason = exc if isinstance(exc, str) else f"{type(exc).__name__}: {first_line(exc)}"
         replica.last_error = reason
         replica.failures += 1
         replica.fresh_as_of = None  # learned again from its next answer
+        replica.replay_lsn = 0  # a standby that restarted may show less than it did
         delay = min(RETRY_CAP, RETRY_FIRST * 2 ** (replica.failures - 1))
         replica.retry_at = self.clock() + random.uniform(delay / 2, delay)  # noqa: S311
         if replica.healthy:

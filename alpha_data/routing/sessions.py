@@ -9,7 +9,7 @@
   replaced by the primary when that is safe (``Route.may_fall_back``).
 
 The route lives in ``session.info[ROUTE_KEY]``; the cache reads the same key
-(``alpha_data.cache.invalidation.reads_replica``), which is why the key is
+(``alpha_data.cache.invalidation.replica_position``), which is why the key is
 defined there, below both users.
 """
 
@@ -110,7 +110,9 @@ def fall_back(session: Session, exc: BaseException) -> bool:
             kind,
         )
     route.router.fallbacks += 1
-    session.info[ROUTE_KEY] = route.router.primary_route(route.options)
+    primary = route.router.primary_route(route.options)
+    primary.replay_lsn = route.replay_lsn  # rows read before may come from the replica
+    session.info[ROUTE_KEY] = primary
     return True
 
 

@@ -44,18 +44,19 @@ async def test_cache_commands_work_when_a_hash_tag_pins_the_prefix(
     prefix = "{alpha}"
     key = f"{prefix}:users:get:42"
     tags = [f"{prefix}:tag:users:*", f"{prefix}:tag:users:id:42"]
-    assert len({key_slot(k.encode()) for k in [key, *tags]}) == 1
+    fence = f"{prefix}:lsn"
+    assert len({key_slot(k.encode()) for k in [key, *tags, fence]}) == 1
     try:
         tokens = await backend.fetch(key, tags)
         assert not isinstance(tokens, bytes)  # a miss: the current tag tokens
         seen = [t.decode() if isinstance(t, bytes) else t for t in tokens]
         stored = await backend.store(
-            [Store(key, b'{"id":42}]', 60.0, tags, seen, ["i1", "i2"], 600.0)]
+            [Store(key, b'{"id":42}]', 60.0, tags, seen, ["i1", "i2"], 600.0, fence)]
         )
         assert stored == [True]
         entry = await backend.fetch(key, tags)
         assert isinstance(entry, bytes) and entry.endswith(b'{"id":42}]')  # a hit
-        await backend.invalidate([key], tags[1:], ["b1"], 600.0)
+        await backend.invalidate([key], tags[1:], ["b1"], 600.0, fence=fence, lsn=0x10)
         assert not isinstance(await backend.fetch(key, tags), bytes)
         assert await backend.delete_prefix(prefix) >= 1
     finally:

@@ -76,6 +76,11 @@ class FakeServers:
             raise ConnectionRefusedError("primary down")
         return PrimaryPosition(self.flushed, self.clock() + WALL_OFFSET)
 
+    async def commit_lsn(self) -> int:
+        if self.primary_down:
+            raise ConnectionRefusedError("primary down")
+        return self.flushed
+
     async def replica(self, engine: AsyncEngine) -> ReplicaPosition:
         replica = self.replicas[engine]
         if replica.down:

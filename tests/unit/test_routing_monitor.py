@@ -87,6 +87,32 @@ def test_read_your_writes_fence_moves_with_each_commit() -> None:
     assert router.choose() is router.replicas[0]
 
 
+def test_the_lsn_a_commit_delivery_reads_is_the_fence_of_the_commits_before_it() -> None:
+    """Issue 21 item 4: the cache's invalidation LSN; a route past it may store replica misses."""
+    router, servers, (standby,) = make_router()
+    settle(router)
+    standby.paused = True
+    servers.commit()
+    router.committed()
+    lsn = asyncio.run(router.commit_lsn())  # no monitor sample needed
+    assert lsn == servers.flushed and not router.fence.pending and router.fence.lsn == lsn
+    assert router.choose() is None  # the replica is behind it
+    servers.resume(standby)
+    settle(router)
+    route = router.route({})
+    assert route.replica is router.replicas[0] and route.replay_lsn is not None
+    assert route.replay_lsn >= lsn
+    assert router.primary_route({}).replay_lsn is None
+
+
+def test_without_read_your_writes_the_commit_lsn_moves_no_fence() -> None:
+    router, servers, _ = make_router(read_your_writes=False)
+    settle(router)
+    servers.commit()
+    assert asyncio.run(router.commit_lsn()) == servers.flushed
+    assert router.fence.lsn < servers.flushed and router.choose() is router.replicas[0]
+
+
 def test_without_read_your_writes_only_the_start_fence_applies() -> None:
     router, servers, (standby,) = make_router(read_your_writes=False)
     settle(router)

@@ -47,10 +47,10 @@ def routed_session(options: dict[str, Any]) -> Session:
 def test_one_route_key_for_the_router_and_the_cache() -> None:
     assert ROUTE_KEY is invalidation.ROUTE_KEY
     session = routed_session(AUTOCOMMIT)
-    assert invalidation.reads_replica(session)
     router = session.info[ROUTER_KEY]
+    assert invalidation.replica_position(session) == router.replicas[0].replay_lsn > 0
     session.info[ROUTE_KEY] = router.primary_route(AUTOCOMMIT)
-    assert not invalidation.reads_replica(session)
+    assert invalidation.replica_position(session) is None
 
 
 @pytest.mark.parametrize(
@@ -76,11 +76,16 @@ def test_failure_classification(exc: Exception, kind: str | None) -> None:
 def test_a_lost_replica_is_marked_down_and_the_read_moves_to_the_primary() -> None:
     session = routed_session(AUTOCOMMIT)
     router = session.info[ROUTER_KEY]
+    replayed = router.replicas[0].replay_lsn
     assert fall_back(session, wrapped(asyncpg.exceptions.ConnectionDoesNotExistError("x")))
     route = session.info[ROUTE_KEY]
     assert route.replica is None and route.options == AUTOCOMMIT
     assert route.engine.get_execution_options()["postgresql_readonly"] is True
     assert not router.replicas[0].healthy and router.fallbacks == 1
+    # What the session read before may come from the replica: the cache still sees it.
+    assert invalidation.replica_position(session) == replayed
+    # A restarted standby may show less than it did: its position is learned again.
+    assert router.replicas[0].replay_lsn == 0
 
 
 def test_a_recovery_conflict_re_runs_on_the_primary_without_marking_the_replica_down() -> None:

@@ -1,0 +1,299 @@
+"""Misses served by replicas are stored only when the replica covers every tag (issue 21 item 4).
+
+Two levels, each against Redis (the Lua scripts) and memory:// (the same
+rules in Python):
+
+* the backend: tokens carry the highest LSN their tag has known, the fence
+  the highest LSN of any invalidation; an invalidation without an LSN
+  poisons both; a store from a replica at ``R`` succeeds only if every tag
+  is covered (``b`` token LSN <= R, else fence <= R);
+* a Database with ``replica_urls`` (here the primary itself, so no replica is
+  ever usable; the route of a read is faked with a chosen replay LSN):
+  its invalidations carry the primary's WAL position read after COMMIT, and
+  a replica miss is stored once the replica has replayed past it.
+
+The real standby with replay paused is in tests/scaleout/test_replica_cache.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+import pytest
+from sqlalchemy import text
+
+from alpha_data import Database, Settings
+from alpha_data.cache import cached
+from alpha_data.cache.backends import CacheBackend, Store, lsn_text, make_cache_backend
+from alpha_data.cache.invalidation import ROUTE_KEY
+from alpha_data.models import User
+from alpha_data.repositories.users import USER_ID, UserRepository
+from alpha_data.testing import truncate_all
+from alpha_data.testing.factories import UserFactory
+
+TTL = 600.0
+
+# -- the backend: tokens, fence, covered stores --------------------------------------
+
+
+@pytest.fixture(params=["redis", "memory"])
+async def backend(request: pytest.FixtureRequest, settings: Settings) -> AsyncIterator[Any]:
+    """A backend of each kind, keys under this test's prefix (deleted afterwards)."""
+    url = "memory://" if request.param == "memory" else settings.redis_url
+    made = make_cache_backend(settings.model_copy(update={"redis_url": url}))
+    try:
+        yield made
+    finally:
+        await made.delete_prefix(f"{settings.cache_prefix}:")
+        await made.close()
+
+
+class Keys:
+    """The key layout of one test (as Cache builds it)."""
+
+    def __init__(self, prefix: str) -> None:
+        self.fence = f"{prefix}:lsn"
+        self.entry = f"{prefix}:users:get:1"
+        self.tags = [f"{prefix}:tag:users:*", f"{prefix}:tag:users:id:1"]
+
+
+@pytest.fixture
+def keys(settings: Settings) -> Keys:
+    return Keys(settings.cache_prefix)
+
+
+async def bump(
+    backend: CacheBackend, keys: Keys, lsn: int | None, tags: Sequence[str] = ()
+) -> None:
+    """An invalidation of ``tags`` (default: the per-row tag) carrying ``lsn``."""
+    chosen = list(tags) or keys.tags[1:]
+    fresh = [f"b{n:016x}.0" for n in range(len(chosen))]
+    await backend.invalidate([], chosen, fresh, TTL, fence=keys.fence, lsn=lsn)
+
+
+async def token(backend: CacheBackend, keys: Keys, tag: str) -> str:
+    """The current token of ``tag`` (b'' when none)."""
+    got = await backend.fetch(keys.entry, [tag])
+    assert isinstance(got, list)
+    return got[0].decode()
+
+
+async def fence(backend: CacheBackend, keys: Keys) -> str | None:
+    got = await backend.fetch(keys.entry, [keys.fence])
+    assert isinstance(got, list)
+    return got[0].decode() or None
+
+
+async def store_from(backend: CacheBackend, keys: Keys, replayed: int | None) -> bool:
+    """Read the tokens, then store an entry as a miss served at ``replayed`` (None: primary)."""
+    seen = await backend.fetch(keys.entry, keys.tags)
+    assert isinstance(seen, list)
+    fresh = ["i1.0", "i1.1"]
+    entry = Store(keys.entry, b'{"id":1}]', 60.0, keys.tags, seen, fresh, TTL, keys.fence, replayed)
+    (stored,) = await backend.store([entry])
+    return stored
+
+
+async def test_tokens_carry_the_highest_lsn_their_tag_has_known(
+    backend: CacheBackend, keys: Keys
+) -> None:
+    tag = keys.tags[1]
+    await bump(backend, keys, 0x500)
+    assert (await token(backend, keys, tag)).endswith("@" + lsn_text(0x500))
+    assert await fence(backend, keys) == lsn_text(0x500)
+    # A relay delivering an older commit late (its LSN read earlier): nothing goes back.
+    await bump(backend, keys, 0x300)
+    assert (await token(backend, keys, tag)).endswith("@" + lsn_text(0x500))
+    assert await fence(backend, keys) == lsn_text(0x500)
+    await bump(backend, keys, 0x900)
+    assert (await token(backend, keys, tag)).endswith("@" + lsn_text(0x900))
+    # A tag never bumped before takes the fence: its lost bumps (if any) are below it.
+    await bump(backend, keys, 0x700, tags=[keys.tags[0]])
+    assert (await token(backend, keys, keys.tags[0])).endswith("@" + lsn_text(0x900))
+
+
+async def test_a_replica_miss_is_stored_only_when_every_tag_is_covered(
+    backend: CacheBackend, keys: Keys
+) -> None:
+    assert not await store_from(backend, keys, 0x10_000)  # no fence yet: cold tags unknown
+    await bump(backend, keys, 0x500)  # row tag b@500, fence 500; the epoch tag has none
+    assert not await store_from(backend, keys, 0x4FF)  # may miss the commit at 0x500
+    assert await store_from(backend, keys, 0x500)
+    got = await backend.fetch(keys.entry, keys.tags)
+    assert isinstance(got, bytes)  # a hit for every reader from now on
+    await bump(backend, keys, 0x600)
+    assert not await store_from(backend, keys, 0x5FF)
+    assert await store_from(backend, keys, 0x600)
+
+
+async def test_an_invalidation_without_an_lsn_stops_replica_stores(
+    backend: CacheBackend, keys: Keys
+) -> None:
+    await bump(backend, keys, 0x500)
+    await bump(backend, keys, None)  # a Database without replicas (or the primary unreachable)
+    assert await fence(backend, keys) == "x"
+    assert "@" not in await token(backend, keys, keys.tags[1])
+    await bump(backend, keys, 0x900)  # a later LSN cannot vouch for the unknown commit
+    assert "@" not in await token(backend, keys, keys.tags[1])
+    assert await fence(backend, keys) == "x"
+    assert not await store_from(backend, keys, 0xFFFF_FFFF)
+    assert await store_from(backend, keys, None)  # the primary's reads are stored as ever
+
+
+async def test_a_lost_tag_is_bounded_by_the_fence(backend: CacheBackend, keys: Keys) -> None:
+    await bump(backend, keys, 0x500)
+    await bump(backend, keys, 0x800, tags=[keys.tags[0]])  # fence 800
+    await backend.invalidate([keys.tags[1]], [], [], TTL, fence=keys.fence, lsn=0x800)  # lost
+    assert await token(backend, keys, keys.tags[1]) == ""
+    assert not await store_from(backend, keys, 0x7FF)  # the lost bump may be up to the fence
+    assert await store_from(backend, keys, 0x800)
+
+
+async def test_a_cleared_cache_stores_no_replica_miss_until_an_lsn_arrives(
+    backend: CacheBackend, keys: Keys
+) -> None:
+    await bump(backend, keys, 0x500)
+    await backend.delete_prefix(keys.fence.rsplit(":", 1)[0] + ":")
+    assert await fence(backend, keys) is None
+    assert not await store_from(backend, keys, 0xFFFF)
+    await bump(backend, keys, 0x600, tags=["unrelated"])
+    assert await store_from(backend, keys, 0x600)
+
+
+# -- a Database with replicas: invalidations carry the commit's WAL position -------
+
+
+class ReplicaUsers(UserRepository):
+    """users.get as if its replica had replayed ``replayed`` when the route was chosen.
+
+    The session really reads the primary (routed Databases here have no
+    usable replica); the route is marked afterwards, before the cache decides.
+    With ``gate`` set, the reader waits after its query (a slow leader).
+    """
+
+    replayed = 0
+    gate: asyncio.Event | None = None
+    queried = asyncio.Event()
+
+    @cached(USER_ID)
+    async def get_on_replica(self, id: int) -> User | None:
+        got = await UserRepository.get(self, id, cached=False)
+        self.session.info[ROUTE_KEY].replay_lsn = ReplicaUsers.replayed
+        if ReplicaUsers.gate is not None:
+            ReplicaUsers.queried.set()
+            await ReplicaUsers.gate.wait()
+        return got
+
+
+@pytest.fixture(params=["redis", "memory"])
+async def routed(request: pytest.FixtureRequest, settings: Settings) -> AsyncIterator[Database]:
+    """A Database whose ``replica_urls`` names the primary itself: never a usable replica
+    (it is not in recovery), but every commit is stamped with the primary's WAL position."""
+    update: dict[str, Any] = {"replica_urls": [settings.database_url]}
+    if request.param == "memory":
+        update["redis_url"] = "memory://"
+    database = Database(settings.model_copy(update=update))
+    try:
+        yield database
+    finally:
+        await database.close()
+        await truncate_all(settings.database_url)
+
+
+async def position(db: Database) -> int:
+    """The primary's WAL insert position now."""
+    async with db.engine.connect() as conn:
+        lsn = await conn.scalar(text("SELECT (pg_current_wal_insert_lsn() - '0/0')::bigint"))
+    return int(lsn)
+
+
+async def read_on_replica(db: Database, user_id: int, replayed: int) -> tuple[User | None, int]:
+    """One cached read served by a 'replica' at ``replayed``: (user, entries stored so far)."""
+    ReplicaUsers.replayed = replayed
+    async with db.unit_of_work(read_only=True) as uow:
+        got = await ReplicaUsers(uow.session).get_on_replica(user_id)
+    await db.cache.drain()
+    return got, db.cache.stats().stores
+
+
+async def rename(db: Database, user_id: int, email: str) -> None:
+    async with db.unit_of_work() as uow:
+        user = await uow.users.get(user_id, cached=False)
+        assert user is not None
+        user.email = email
+        await uow.commit()
+
+
+async def test_a_replica_miss_is_stored_once_the_replica_replayed_the_last_commit(
+    routed: Database,
+) -> None:
+    db = routed
+    before = await position(db)
+    async with db.unit_of_work() as uow:
+        user = await uow.users.add(UserFactory.build(email="one@x.io"))
+        await uow.commit()
+    assert (await read_on_replica(db, user.id, before))[1] == 0  # may predate the insert
+    after = await position(db)
+    got, stores = await read_on_replica(db, user.id, after)
+    assert got is not None and got.email == "one@x.io" and stores == 1
+    async with db.unit_of_work() as uow:  # now a hit, wherever it reads
+        hits = db.cache.stats().hits
+        assert (await ReplicaUsers(uow.session).get_on_replica(user.id)).email == "one@x.io"
+        assert db.cache.stats().hits == hits + 1
+    await rename(db, user.id, "two@x.io")
+    assert (await read_on_replica(db, user.id, after))[1] == 1  # may not show the rename
+    got, stores = await read_on_replica(db, user.id, await position(db))
+    assert got is not None and got.email == "two@x.io" and stores == 2
+
+
+async def test_followers_of_a_replica_read_query_for_themselves(routed: Database) -> None:
+    """A replica leader's result is not handed to readers that may be on the primary."""
+    db = routed
+    async with db.unit_of_work() as uow:
+        user = await uow.users.add(UserFactory.build())
+        await uow.commit()
+    ReplicaUsers.replayed = await position(db)
+    ReplicaUsers.queried, ReplicaUsers.gate = asyncio.Event(), asyncio.Event()
+
+    async def one() -> User | None:
+        async with db.unit_of_work(read_only=True) as uow:
+            return await ReplicaUsers(uow.session).get_on_replica(user.id)
+
+    try:
+        leader = asyncio.create_task(one())
+        await asyncio.wait_for(ReplicaUsers.queried.wait(), 10)
+        followers = [asyncio.create_task(one()) for _ in range(3)]
+        deadline = time.monotonic() + 10
+        while db.cache.stats().misses < 4:  # every follower found the leader's flight
+            assert time.monotonic() < deadline, "the followers never missed"
+            await asyncio.sleep(0.005)
+        ReplicaUsers.gate.set()
+        results = await asyncio.gather(leader, *followers)
+    finally:
+        ReplicaUsers.gate.set()
+        ReplicaUsers.gate = None
+    assert all(r is not None and r.id == user.id for r in results)
+    assert db.cache.stats().coalesced == 0
+    await db.cache.drain()
+    assert db.cache.stats().stores >= 1  # the replica's result itself is covered
+
+
+async def test_a_writer_without_replicas_turns_replica_stores_off(
+    routed: Database, settings: Settings
+) -> None:
+    """Another process on the same prefix whose commits carry no LSN (Redis only: shared)."""
+    if routed.settings.redis_url.startswith("memory://"):
+        pytest.skip("two Databases share a cache only through Redis")
+    async with db_without_replicas(settings) as plain, plain.unit_of_work() as uow:
+        user = await uow.users.add(UserFactory.build())
+        await uow.commit()
+    assert (await read_on_replica(routed, user.id, await position(routed)))[1] == 0
+    await rename(routed, user.id, "again@x.io")  # an LSN now, but the tag's history has none
+    assert (await read_on_replica(routed, user.id, await position(routed)))[1] == 0
+
+
+def db_without_replicas(settings: Settings) -> Database:
+    return Database(settings.model_copy(update={"replica_urls": []}))
