@@ -60,7 +60,12 @@ class CacheStats:
 
 
 class Cache:
-    """Fail-open cache over a backend: an outage turns into misses, never into errors."""
+    """Fail-open cache over a backend: an outage turns into misses, never into errors.
+
+    ``commit_lsn`` (a Database with replicas): reads the primary's WAL
+    position for each invalidation delivery, so misses served by replicas
+    can be stored (docs/caching.md, "Replicas").
+    """
 
     def __init__(
         self,
