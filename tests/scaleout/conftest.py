@@ -185,6 +185,17 @@ def make_settings(database_url: str, redis_url: str, **overrides: Any) -> Settin
 
 
 @pytest.fixture
+async def standby(pg: PgPair) -> AsyncIterator[asyncpg.Connection]:
+    """A connection to the replica; replay is resumed whatever the test did."""
+    conn = await asyncpg.connect(pg.replica.dsn(pg.database))
+    try:
+        yield conn
+    finally:
+        await conn.execute("SELECT pg_wal_replay_resume()")
+        await conn.close()
+
+
+@pytest.fixture
 async def replica_db(pg: PgPair, redis_plain: RedisNode) -> AsyncIterator[Database]:
     """A Database with the primary, the replica and a real Redis cache."""
     settings = make_settings(pg.primary_url, redis_plain.url(), replica_urls=[pg.replica_url])

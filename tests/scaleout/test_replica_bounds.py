@@ -48,17 +48,6 @@ async def primary(pg: PgPair) -> AsyncIterator[asyncpg.Connection]:
         await conn.close()
 
 
-@pytest.fixture
-async def standby(pg: PgPair) -> AsyncIterator[asyncpg.Connection]:
-    """A connection to the replica; replay is resumed whatever the test did."""
-    conn = await asyncpg.connect(pg.replica.dsn(pg.database))
-    try:
-        yield conn
-    finally:
-        await conn.execute("SELECT pg_wal_replay_resume()")
-        await conn.close()
-
-
 async def poll(check: Callable[[], Awaitable[bool]], what: str) -> None:
     """Poll ``check`` every 5 ms for up to 10 s."""
     for _ in range(2000):

@@ -65,16 +65,6 @@ async def write_in_another_process(settings: Settings, user_id: int, email: str)
 
 
 @pytest.fixture
-async def standby(pg: PgPair) -> AsyncIterator[asyncpg.Connection]:
-    conn = await asyncpg.connect(pg.replica.dsn(pg.database))
-    try:
-        yield conn
-    finally:
-        await conn.execute("SELECT pg_wal_replay_resume()")
-        await conn.close()
-
-
-@pytest.fixture
 async def reader(pg: PgPair, redis_plain: RedisNode) -> AsyncIterator[Database]:
     settings = make_settings(pg.primary_url, redis_plain.url(), replica_urls=[pg.replica_url])
     async with Database(settings) as db:
