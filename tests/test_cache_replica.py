@@ -4,9 +4,11 @@ Two levels, each against Redis (the Lua scripts) and memory:// (the same
 rules in Python):
 
 * the backend: tokens carry the highest LSN their tag has known, the fence
-  the highest LSN of any invalidation; an invalidation without an LSN
-  poisons both; a store from a replica at ``R`` succeeds only if every tag
-  is covered (``b`` token LSN <= R, else fence <= R);
+  the highest LSN of the invalidations since it was created (trusted only
+  after its grace); an invalidation without an LSN deletes it and leaves its
+  tokens without one; a store from a replica at ``R`` succeeds only if every
+  tag is covered (token LSN <= R, else trusted fence <= R); both backends
+  agree step by step on random histories;
 * a Database with ``replica_urls`` (here the primary itself, so no replica is
   ever usable; the route of a read is faked with a chosen replay LSN):
   its invalidations carry the primary's WAL position read after COMMIT, and
@@ -18,6 +20,7 @@ The real standby with replay paused is in tests/scaleout/test_replica_cache.py.
 from __future__ import annotations
 
 import asyncio
+import random
 import time
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
@@ -27,12 +30,20 @@ from sqlalchemy import text
 
 from alpha_data import Database, Settings
 from alpha_data.cache import cached
-from alpha_data.cache.backends import CacheBackend, Store, lsn_text, make_cache_backend
+from alpha_data.cache.backends import (
+    CacheBackend,
+    Store,
+    lsn_text,
+    make_cache_backend,
+    new_tokens,
+)
 from alpha_data.cache.invalidation import ROUTE_KEY
+from alpha_data.cache.redis_backend import RedisBackend
 from alpha_data.models import User
 from alpha_data.repositories.users import USER_ID, UserRepository
 from alpha_data.testing import truncate_all
 from alpha_data.testing.factories import UserFactory
+from tests.streams_tools import throwaway_redis
 
 TTL = 600.0
 
@@ -66,22 +77,36 @@ def keys(settings: Settings) -> Keys:
 
 
 async def bump(
-    backend: CacheBackend, keys: Keys, lsn: int | None, tags: Sequence[str] = ()
+    backend: CacheBackend,
+    keys: Keys,
+    lsn: int | None,
+    tags: Sequence[str] = (),
+    *,
+    grace: float = 0.0,
 ) -> None:
-    """An invalidation of ``tags`` (default: the per-row tag) carrying ``lsn``."""
+    """An invalidation of ``tags`` (default: the per-row tag) carrying ``lsn``.
+
+    ``grace`` 0: a fence created by it is trusted from the next invalidation on.
+    """
     chosen = list(tags) or keys.tags[1:]
-    fresh = [f"b{n:016x}.0" for n in range(len(chosen))]
-    await backend.invalidate([], chosen, fresh, TTL, fence=keys.fence, lsn=lsn)
+    fresh = new_tokens(len(chosen), "b")
+    await backend.invalidate([], chosen, fresh, TTL, fence=keys.fence, lsn=lsn, grace=grace)
+
+
+async def create_fence(backend: CacheBackend, keys: Keys, lsn: int = 0x100) -> None:
+    """A first invalidation (of an unrelated tag): the fence exists, untrusted until the next."""
+    await bump(backend, keys, lsn, tags=["unrelated"])
 
 
 async def token(backend: CacheBackend, keys: Keys, tag: str) -> str:
-    """The current token of ``tag`` (b'' when none)."""
+    """The current token of ``tag`` ('' when none)."""
     got = await backend.fetch(keys.entry, [tag])
     assert isinstance(got, list)
     return got[0].decode()
 
 
 async def fence(backend: CacheBackend, keys: Keys) -> str | None:
+    """The fence's value: '<lsn>' trusted, '<lsn>/<until>' not yet, None missing."""
     got = await backend.fetch(keys.entry, [keys.fence])
     assert isinstance(got, list)
     return got[0].decode() or None
@@ -101,6 +126,7 @@ async def test_tokens_carry_the_highest_lsn_their_tag_has_known(
     backend: CacheBackend, keys: Keys
 ) -> None:
     tag = keys.tags[1]
+    await create_fence(backend, keys)
     await bump(backend, keys, 0x500)
     assert (await token(backend, keys, tag)).endswith("@" + lsn_text(0x500))
     assert await fence(backend, keys) == lsn_text(0x500)
@@ -118,7 +144,8 @@ async def test_tokens_carry_the_highest_lsn_their_tag_has_known(
 async def test_a_replica_miss_is_stored_only_when_every_tag_is_covered(
     backend: CacheBackend, keys: Keys
 ) -> None:
-    assert not await store_from(backend, keys, 0x10_000)  # no fence yet: cold tags unknown
+    assert not await store_from(backend, keys, 0x10_000)  # no fence: cold tags unknown
+    await create_fence(backend, keys)
     await bump(backend, keys, 0x500)  # row tag b@500, fence 500; the epoch tag has none
     assert not await store_from(backend, keys, 0x4FF)  # may miss the commit at 0x500
     assert await store_from(backend, keys, 0x500)
@@ -129,21 +156,44 @@ async def test_a_replica_miss_is_stored_only_when_every_tag_is_covered(
     assert await store_from(backend, keys, 0x600)
 
 
-async def test_an_invalidation_without_an_lsn_stops_replica_stores(
+async def test_a_new_fence_is_trusted_only_after_its_grace(
     backend: CacheBackend, keys: Keys
 ) -> None:
+    """An LSN read before a bump that was lost with the old fence must not become the bound."""
+    await bump(backend, keys, 0x500, grace=0.3)
+    assert (await fence(backend, keys) or "").startswith(lsn_text(0x500) + "/")
+    assert "@" not in await token(backend, keys, keys.tags[1])
+    assert not await store_from(backend, keys, 0xFFFF)
+    await bump(backend, keys, 0x600, grace=0.3)  # within the grace: still not trusted
+    assert "@" not in await token(backend, keys, keys.tags[1])
+    assert not await store_from(backend, keys, 0xFFFF)
+    await asyncio.sleep(0.35)
+    await bump(backend, keys, 0x700, tags=["unrelated"], grace=0.3)  # after it: trusted
+    assert await fence(backend, keys) == lsn_text(0x700)
+    assert not await store_from(backend, keys, 0x6FF)
+    assert await store_from(backend, keys, 0x700)
+
+
+async def test_an_invalidation_without_an_lsn_stops_replica_stores_until_the_fence_is_trusted(
+    backend: CacheBackend, keys: Keys
+) -> None:
+    await create_fence(backend, keys)
     await bump(backend, keys, 0x500)
     await bump(backend, keys, None)  # a Database without replicas (or the primary unreachable)
-    assert await fence(backend, keys) == "x"
+    assert await fence(backend, keys) is None
     assert "@" not in await token(backend, keys, keys.tags[1])
-    await bump(backend, keys, 0x900)  # a later LSN cannot vouch for the unknown commit
-    assert "@" not in await token(backend, keys, keys.tags[1])
-    assert await fence(backend, keys) == "x"
     assert not await store_from(backend, keys, 0xFFFF_FFFF)
+    await bump(backend, keys, 0x900, tags=["unrelated"])  # a new fence, not trusted yet
+    assert not await store_from(backend, keys, 0xFFFF_FFFF)
+    await bump(backend, keys, 0xA00, tags=["unrelated"])  # trusted: past the unknown commit
+    assert not await store_from(backend, keys, 0x9FF)
+    assert await store_from(backend, keys, 0xA00)
+    await bump(backend, keys, None)
     assert await store_from(backend, keys, None)  # the primary's reads are stored as ever
 
 
 async def test_a_lost_tag_is_bounded_by_the_fence(backend: CacheBackend, keys: Keys) -> None:
+    await create_fence(backend, keys)
     await bump(backend, keys, 0x500)
     await bump(backend, keys, 0x800, tags=[keys.tags[0]])  # fence 800
     await backend.invalidate([keys.tags[1]], [], [], TTL, fence=keys.fence, lsn=0x800)  # lost
@@ -152,15 +202,83 @@ async def test_a_lost_tag_is_bounded_by_the_fence(backend: CacheBackend, keys: K
     assert await store_from(backend, keys, 0x800)
 
 
-async def test_a_cleared_cache_stores_no_replica_miss_until_an_lsn_arrives(
+async def test_a_cleared_cache_stores_no_replica_miss_until_a_new_fence_is_trusted(
     backend: CacheBackend, keys: Keys
 ) -> None:
+    await create_fence(backend, keys)
     await bump(backend, keys, 0x500)
     await backend.delete_prefix(keys.fence.rsplit(":", 1)[0] + ":")
     assert await fence(backend, keys) is None
     assert not await store_from(backend, keys, 0xFFFF)
-    await bump(backend, keys, 0x600, tags=["unrelated"])
-    assert await store_from(backend, keys, 0x600)
+    await create_fence(backend, keys, 0x600)
+    assert not await store_from(backend, keys, 0xFFFF)
+    await bump(backend, keys, 0x700, tags=["unrelated"])
+    assert await store_from(backend, keys, 0x700)
+
+
+async def test_redis_and_memory_agree_on_random_histories(settings: Settings) -> None:
+    """The Lua scripts and their Python twin, step by step (tokens, fence, store verdicts)."""
+    redis = make_cache_backend(settings)
+    memory = make_cache_backend(settings.model_copy(update={"redis_url": "memory://"}))
+    keys = Keys(settings.cache_prefix)
+    tags = [f"{settings.cache_prefix}:tag:t{i}" for i in range(4)]
+    rnd = random.Random(21)
+
+    async def state(backend: CacheBackend) -> list[str]:
+        got = await backend.fetch(keys.entry + "x", [*tags, keys.fence])
+        assert isinstance(got, list)
+        # The fence's grace deadline is each backend's own clock: compare its LSN only.
+        return [g.decode().split("/")[0] + ("/" if b"/" in g else "") for g in got]
+
+    try:
+        for step in range(600):
+            op = rnd.random()
+            chosen = rnd.sample(tags, rnd.randint(1, 3))
+            if op < 0.4:
+                lsn = None if rnd.random() < 0.15 else rnd.randint(0, 40) * 16
+                fresh = [f"b{step:04x}.{i}" for i in range(len(chosen))]
+                for b in (redis, memory):
+                    await b.invalidate(
+                        [keys.entry], chosen, fresh, TTL, fence=keys.fence, lsn=lsn, grace=0.0
+                    )
+            elif op < 0.85:
+                seen = await redis.fetch(keys.entry, chosen)
+                assert seen == await memory.fetch(keys.entry, chosen), step
+                if isinstance(seen, bytes):
+                    continue
+                if rnd.random() < 0.2:  # a reader that saw older tokens
+                    seen = [b"" if rnd.random() < 0.5 else t for t in seen]
+                replayed = None if rnd.random() < 0.3 else rnd.randint(0, 45) * 16
+                fresh = [f"i{step:04x}.{i}" for i in range(len(chosen))]
+                entry = Store(
+                    keys.entry, b"1]", TTL, chosen, seen, fresh, TTL, keys.fence, replayed
+                )
+                verdicts = [await b.store([entry]) for b in (redis, memory)]
+                assert verdicts[0] == verdicts[1], (step, verdicts)
+            else:  # Redis evicts a tag key, or the fence
+                lost = rnd.choice(chosen) if op < 0.95 else keys.fence
+                for b in (redis, memory):
+                    await b.invalidate([lost], [], [], TTL, fence=keys.fence + "x", lsn=1)
+            assert await state(redis) == await state(memory), step
+    finally:
+        await redis.delete_prefix(f"{settings.cache_prefix}:")
+        await redis.close()
+        await memory.close()
+
+
+async def test_the_invalidation_script_is_sent_again_after_a_redis_restart(keys: Keys) -> None:
+    """Redis forgets loaded scripts when it restarts: EVALSHA fails, the script is re-sent."""
+    async with throwaway_redis() as server:
+        backend = RedisBackend(server.url, socket_timeout=2.0)
+        try:
+            await create_fence(backend, keys)
+            await backend.client.script_flush()  # what a restart does to the script cache
+            await bump(backend, keys, 0x500)
+            assert (await token(backend, keys, keys.tags[1])).endswith("@" + lsn_text(0x500))
+            await backend.client.script_flush()
+            assert await store_from(backend, keys, 0x500)
+        finally:
+            await backend.close()
 
 
 # -- a Database with replicas: invalidations carry the commit's WAL position -------
@@ -196,18 +314,25 @@ async def routed(request: pytest.FixtureRequest, settings: Settings) -> AsyncIte
     if request.param == "memory":
         update["redis_url"] = "memory://"
     database = Database(settings.model_copy(update=update))
+    database.cache.delivery.fence_grace = 0.0  # the fence is trusted from its second invalidation
     try:
+        for _ in range(2):  # create the fence, then trust it
+            async with database.unit_of_work() as uow:
+                await uow.users.add(UserFactory.build())
+                await uow.commit()
         yield database
     finally:
         await database.close()
         await truncate_all(settings.database_url)
 
 
+INSERT_LSN = text("SELECT (pg_current_wal_insert_lsn() - '0/0')::bigint")
+
+
 async def position(db: Database) -> int:
     """The primary's WAL insert position now."""
     async with db.engine.connect() as conn:
-        lsn = await conn.scalar(text("SELECT (pg_current_wal_insert_lsn() - '0/0')::bigint"))
-    return int(lsn)
+        return int(await conn.scalar(INSERT_LSN))
 
 
 async def read_on_replica(db: Database, user_id: int, replayed: int) -> tuple[User | None, int]:
@@ -231,22 +356,24 @@ async def test_a_replica_miss_is_stored_once_the_replica_replayed_the_last_commi
     routed: Database,
 ) -> None:
     db = routed
-    before = await position(db)
+    stored = db.cache.stats().stores
     async with db.unit_of_work() as uow:
         user = await uow.users.add(UserFactory.build(email="one@x.io"))
+        before = int(await uow.session.scalar(INSERT_LSN))  # the last statement before COMMIT
         await uow.commit()
-    assert (await read_on_replica(db, user.id, before))[1] == 0  # may predate the insert
+    # A replica at the position just before COMMIT may not show the insert.
+    assert (await read_on_replica(db, user.id, before))[1] == stored
     after = await position(db)
     got, stores = await read_on_replica(db, user.id, after)
-    assert got is not None and got.email == "one@x.io" and stores == 1
+    assert got is not None and got.email == "one@x.io" and stores == stored + 1
     async with db.unit_of_work() as uow:  # now a hit, wherever it reads
         hits = db.cache.stats().hits
         assert (await ReplicaUsers(uow.session).get_on_replica(user.id)).email == "one@x.io"
         assert db.cache.stats().hits == hits + 1
     await rename(db, user.id, "two@x.io")
-    assert (await read_on_replica(db, user.id, after))[1] == 1  # may not show the rename
+    assert (await read_on_replica(db, user.id, after))[1] == stored + 1  # may miss the rename
     got, stores = await read_on_replica(db, user.id, await position(db))
-    assert got is not None and got.email == "two@x.io" and stores == 2
+    assert got is not None and got.email == "two@x.io" and stores == stored + 2
 
 
 async def test_followers_of_a_replica_read_query_for_themselves(routed: Database) -> None:
@@ -281,18 +408,23 @@ async def test_followers_of_a_replica_read_query_for_themselves(routed: Database
     assert db.cache.stats().stores >= 1  # the replica's result itself is covered
 
 
-async def test_a_writer_without_replicas_turns_replica_stores_off(
+async def test_a_writer_without_replicas_turns_replica_stores_off_for_a_while(
     routed: Database, settings: Settings
 ) -> None:
-    """Another process on the same prefix whose commits carry no LSN (Redis only: shared)."""
+    """Another process on the same prefix whose commits carry no LSN (Redis only: shared):
+    its tags are bounded by the fence, which it deletes; stores resume once a new fence
+    is trusted (its grace is 0 here)."""
     if routed.settings.redis_url.startswith("memory://"):
         pytest.skip("two Databases share a cache only through Redis")
     async with db_without_replicas(settings) as plain, plain.unit_of_work() as uow:
         user = await uow.users.add(UserFactory.build())
         await uow.commit()
     assert (await read_on_replica(routed, user.id, await position(routed)))[1] == 0
-    await rename(routed, user.id, "again@x.io")  # an LSN now, but the tag's history has none
+    await rename(routed, user.id, "again@x.io")  # an LSN again: a new fence, not trusted yet
     assert (await read_on_replica(routed, user.id, await position(routed)))[1] == 0
+    await rename(routed, user.id, "trusted@x.io")  # the fence's second invalidation
+    got, stores = await read_on_replica(routed, user.id, await position(routed))
+    assert got is not None and got.email == "trusted@x.io" and stores == 1
 
 
 def db_without_replicas(settings: Settings) -> Database:

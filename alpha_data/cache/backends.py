@@ -11,12 +11,15 @@ under still holds the token it had when the read began.
 
 Tokens and the fence (docs/caching.md, "Replicas"): an invalidation's token
 is ``b<random>.<i>``, followed by ``@<lsn>`` when its Database knows the
-primary's WAL position after the commits it delivers (one with replicas); a
-reader's first token of a tag is ``i<random>.<i>``. The *fence* key
-(``<prefix>:lsn``) holds the highest LSN any invalidation carried, or ``x``
-for a while after an invalidation without one. A miss served by a replica
-is stored only if the replica had replayed past every tag's LSN (a ``b``
-token's own, else the fence). The stream and
+primary's WAL position after the commits it delivers (one with replicas):
+the highest LSN that tag has known. A reader's first token of a tag is
+``i<random>.<i>``. The *fence* key (``<prefix>:lsn``) bounds every tag
+whose token carries no LSN: it holds the highest LSN of the invalidations
+since it was created, and is trusted only once an invalidation ran after
+its grace period (``<lsn>/<until ms>`` until then). An invalidation without
+an LSN deletes it. A miss served by a replica is stored only if the replica
+had replayed past every tag's LSN (the token's own, else the trusted fence).
+The stream and
 pub/sub types and ``CacheUnavailable`` live in ``alpha_data.redisio.protocol``
 (shared with the event bus) and are re-exported here.
 """
@@ -30,11 +33,14 @@ from typing import Any, NamedTuple, Protocol
 from alpha_data.redisio.protocol import CacheUnavailable, PubSubLink, StreamEntry, StreamMessage
 from alpha_data.settings import Settings
 
-#: The fence's value after an invalidation that carried no LSN.
-POISONED = "x"
+#: A new fence is trusted only after an invalidation that ran this long after
+#: it was created (s): longer than any gap between reading a WAL position and
+#: the script that carries it, so that invalidation's LSN covers every bump
+#: lost before the fence existed.
+FENCE_GRACE = 60.0
 
 __all__ = [
-    "POISONED",
+    "FENCE_GRACE",
     "CacheBackend",
     "CacheUnavailable",
     "PubSubLink",
@@ -98,13 +104,15 @@ class CacheBackend(Protocol):
         *,
         fence: str,
         lsn: int | None,
+        grace: float = FENCE_GRACE,
     ) -> None:
         """Delete ``keys`` and give each tag its ``fresh`` token, in one round trip.
 
         ``lsn``: the primary's WAL position read after the commits delivered
-        (None: unknown). It raises the ``fence`` and each token carries the
-        highest LSN its tag has known (module docstring); None poisons the
-        fence for ``tag_ttl`` and leaves the tokens without an LSN.
+        (None: unknown). It raises the ``fence`` (creating it untrusted for
+        ``grace`` s when missing) and each token carries the highest LSN its
+        tag has known, or the trusted fence (module docstring). None deletes
+        the fence and leaves the tokens without an LSN.
         """
         ...
 
@@ -182,12 +190,12 @@ def lsn_text(lsn: int) -> str:
 
 
 def token_lsn(token: str | bytes | None) -> str | None:
-    """The LSN a ``b`` token carries (None: a reader's token, or no LSN known)."""
+    """The LSN a token carries (None: a reader's token, or no LSN known)."""
     if not token:
         return None
     text = token.decode() if isinstance(token, bytes) else token
-    head, at, lsn = text.partition("@")
-    return lsn if at and head.startswith("b") else None
+    _, at, lsn = text.partition("@")
+    return lsn if at else None
 
 
 def make_cache_backend(settings: Settings) -> CacheBackend:

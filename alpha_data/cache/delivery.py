@@ -17,7 +17,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Iterable
 
-from alpha_data.cache.backends import CacheBackend, new_tokens
+from alpha_data.cache.backends import FENCE_GRACE, CacheBackend, new_tokens
 from alpha_data.cache.tags import entity_keys
 from alpha_data.redisio.breaker import Breaker
 from alpha_data.redisio.protocol import CacheUnavailable
@@ -49,6 +49,8 @@ class InvalidationDelivery:
         self.fence = fence
         #: Reads the primary's WAL position (None: invalidations carry no LSN).
         self.commit_lsn = commit_lsn
+        #: How long a new fence stays untrusted (backends.FENCE_GRACE; tests shorten it).
+        self.fence_grace = FENCE_GRACE
         self.breaker = breaker
         self.prefix = prefix
         self.tag_prefix = tag_prefix
@@ -123,6 +125,7 @@ class InvalidationDelivery:
                     self.tag_ttl,
                     fence=self.fence,
                     lsn=lsn,
+                    grace=self.fence_grace,
                 )
             except CacheUnavailable as exc:
                 self.keep(mine)
@@ -138,8 +141,10 @@ class InvalidationDelivery:
     async def _position(self) -> int | None:
         """The primary's WAL position now, at or past every commit delivered (None: unknown).
 
-        Read only by a Database with replicas. Unknown turns replica stores
-        off for a while (the fence is poisoned), it never delays the delivery.
+        Read only by a Database with replicas, within the Router's probe
+        timeout. A failure does not stop the delivery: it goes out without an
+        LSN, which turns replica stores of unbumped tags off until the fence
+        is trusted again (``FENCE_GRACE``).
         """
         if self.commit_lsn is None:
             return None
@@ -148,7 +153,7 @@ class InvalidationDelivery:
         except Exception as exc:
             log.warning(
                 "cannot read the primary's WAL position (%s): this invalidation carries none, "
-                "so misses served by replicas are not cached for a while",
+                "so some misses served by replicas are not cached for a while",
                 type(exc).__name__,
             )
             return None

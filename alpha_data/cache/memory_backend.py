@@ -16,7 +16,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from alpha_data.cache.backends import POISONED, Store, lsn_text, token_lsn
+from alpha_data.cache.backends import FENCE_GRACE, Store, lsn_text, token_lsn
 from alpha_data.cache.memory_streams import MemoryStreams
 from alpha_data.redisio.protocol import StreamEntry, StreamMessage
 
@@ -106,12 +106,13 @@ class MemoryBackend:
 
     def _covered(self, token: bytes, fence: str, replica: str) -> bool:
         """A replica at ``replica`` had replayed every commit ``token`` may stand for."""
-        if token.startswith(b"b"):
-            bound = token_lsn(token)
-        else:  # a reader's token: lost invalidations of the tag are below the fence
-            value = self._get(fence)
-            bound = value.decode() if value is not None and value != POISONED.encode() else None
+        bound = token_lsn(token) or self._trusted(fence)
         return bound is not None and bound <= replica
+
+    def _trusted(self, fence: str) -> str | None:
+        """The fence's LSN once trusted (past its grace), else None."""
+        value = self._get(fence)
+        return value.decode() if value is not None and b"/" not in value else None
 
     async def invalidate(
         self,
@@ -122,35 +123,35 @@ class MemoryBackend:
         *,
         fence: str,
         lsn: int | None,
+        grace: float = FENCE_GRACE,
     ) -> None:
-        """Delete keys, raise (or poison) the fence and set fresh tokens with their LSNs."""
+        """Delete keys, move the fence and set fresh tokens with their LSNs."""
         for key in keys:
             self.data.pop(key, None)
-        floor = self._raise_fence(fence, lsn, tag_ttl)
+        if lsn is None:
+            self.data.pop(fence, None)
+        trusted = None if lsn is None else self._raise_fence(fence, lsn_text(lsn), grace)
         for tag, token in zip(tags, fresh, strict=True):
             bound = None
             if lsn is not None:
-                old = self._get(tag)
-                if old is not None and old.startswith(b"b"):
-                    known = token_lsn(old)  # a token without one keeps the tag unknown
-                    bound = None if known is None else max(known, lsn_text(lsn))
-                else:  # never bumped, or its token was lost: the fence bounds it
-                    bound = floor
+                known = token_lsn(self._get(tag))
+                bound = max(known, lsn_text(lsn)) if known is not None else trusted
             self._set(tag, (token if bound is None else f"{token}@{bound}").encode(), tag_ttl)
 
-    def _raise_fence(self, fence: str, lsn: int | None, tag_ttl: float) -> str | None:
-        """The fence after an invalidation at ``lsn`` (None: poisoned or unknown)."""
-        if lsn is None:
-            self._set(fence, POISONED.encode(), tag_ttl)
-            return None
+    def _raise_fence(self, fence: str, lsn: str, grace: float) -> str | None:
+        """Raise the fence to ``lsn``; its LSN if trusted now (created: trusted after ``grace``)."""
+        now = int(time.monotonic() * 1000)
         value = self._get(fence)
-        if value == POISONED.encode():
+        if value is None:
+            self._set(fence, f"{lsn}/{now + int(grace * 1000)}".encode(), math.inf)
             return None
-        text = lsn_text(lsn)
-        if value is None or value.decode() < text:
-            self._set(fence, text.encode(), math.inf)
-            return text
-        return value.decode()
+        known, _, until = value.decode().partition("/")
+        top = max(known, lsn)
+        if until and now < int(until):
+            self._set(fence, f"{top}/{until}".encode(), math.inf)
+            return None
+        self._set(fence, top.encode(), math.inf)
+        return top
 
     async def publish(self, channel: str, message: bytes) -> None:
         """Deliver to every link subscribed to ``channel``."""

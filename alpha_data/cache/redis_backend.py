@@ -32,7 +32,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import NoScriptError, RedisClusterException, RedisError, ResponseError
 
-from alpha_data.cache.backends import Store, lsn_text
+from alpha_data.cache.backends import FENCE_GRACE, Store, lsn_text
 from alpha_data.cancellation import deadline
 from alpha_data.redisio.client import redis_client
 from alpha_data.redisio.protocol import CacheUnavailable, StreamEntry, StreamMessage
@@ -44,19 +44,17 @@ _FAILURES = (RedisError, RedisClusterException, OSError, asyncio.TimeoutError)
 
 # KEYS: entry, tags..., fence. ARGV: entry TTL, tag TTL, body, replica LSN ('':
 # read on the primary), then the seen tokens and the fresh ones. Under a
-# replica LSN every tag must be covered: a b token by its own LSN, any other
-# by the fence (backends module docstring).
+# replica LSN every tag must be covered: by its token's LSN, else by the
+# trusted fence (16 hex digits; '<lsn>/<until>' is not trusted yet).
 STORE_SCRIPT = """
 local n = #KEYS - 2
 local replica = ARGV[4]
 local fence = nil
 local function covered(t)
-  if string.sub(t, 1, 1) == 'b' then
-    local at = string.find(t, '@', 1, true)
-    return at ~= nil and string.sub(t, at + 1) <= replica
-  end
+  local at = string.find(t, '@', 1, true)
+  if at then return string.sub(t, at + 1) <= replica end
   if fence == nil then fence = redis.call('GET', KEYS[n + 2]) end
-  return fence ~= false and fence ~= 'x' and fence <= replica
+  return fence ~= false and string.len(fence) == 16 and fence <= replica
 end
 local cur = {}
 for i = 1, n do
@@ -82,38 +80,44 @@ return 1
 """
 
 # KEYS: fence, tags..., entity keys to delete. ARGV: tag TTL, LSN ('': unknown),
-# the fresh tokens. A known LSN raises the fence (never past a poisoned one)
+# fence grace (ms), the fresh tokens. Without an LSN the fence is deleted and
+# the tokens carry none. With one, the fence rises to it (a missing fence is
+# created as '<lsn>/<until>', trusted once an invalidation runs after <until>)
 # and each token carries the highest LSN its tag has known: its old token's
-# and this one, or the fence when the tag had no b token (never bumped, or
-# its token was lost); a tag whose old token had no LSN stays without one.
+# and this one, or else the trusted fence (none while it is not trusted).
 INVALIDATE_SCRIPT = """
-local n = #ARGV - 2
+local n = #ARGV - 3
 local lsn = ARGV[2]
-local floor = false
+local trusted = false
 if lsn == '' then
-  redis.call('SET', KEYS[1], 'x', 'PX', ARGV[1])
+  redis.call('DEL', KEYS[1])
 else
+  local clock = redis.call('TIME')
+  local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
   local f = redis.call('GET', KEYS[1])
-  if f ~= 'x' then
-    if (not f) or f < lsn then
-      redis.call('SET', KEYS[1], lsn)
-      f = lsn
+  if not f then
+    redis.call('SET', KEYS[1], lsn .. '/' .. string.format('%d', now + tonumber(ARGV[3])))
+  else
+    local top = string.sub(f, 1, 16)
+    if top < lsn then top = lsn end
+    local slash = string.find(f, '/', 1, true)
+    if slash and now < tonumber(string.sub(f, slash + 1)) then
+      redis.call('SET', KEYS[1], top .. string.sub(f, slash))
+    else
+      redis.call('SET', KEYS[1], top)
+      trusted = top
     end
-    floor = f
   end
 end
 for i = 1, n do
-  local token = ARGV[2 + i]
+  local token = ARGV[3 + i]
   if lsn ~= '' then
+    local bound = trusted
     local old = redis.call('GET', KEYS[1 + i])
-    local bound = floor
-    if old and string.sub(old, 1, 1) == 'b' then
-      bound = false
-      local at = string.find(old, '@', 1, true)
-      if at then
-        bound = string.sub(old, at + 1)
-        if bound < lsn then bound = lsn end
-      end
+    local at = old and string.find(old, '@', 1, true)
+    if at then
+      bound = string.sub(old, at + 1)
+      if bound < lsn then bound = lsn end
     end
     if bound then token = token .. '@' .. bound end
   end
@@ -237,6 +241,7 @@ class RedisBackend:
         *,
         fence: str,
         lsn: int | None,
+        grace: float = FENCE_GRACE,
     ) -> None:
         """One INVALIDATE_SCRIPT: DEL ``keys``, fresh tokens on ``tags``, the fence moved."""
         if not keys and not tags:
@@ -248,6 +253,7 @@ class RedisBackend:
             *keys,
             _ms(tag_ttl),
             "" if lsn is None else lsn_text(lsn),
+            int(grace * 1000),
             *fresh,
         )
         try:

@@ -24,7 +24,13 @@ session's route), ``sessions`` (session classes and fallback), ``failures``
 
 from alpha_data.routing.failures import replica_failure
 from alpha_data.routing.monitor import Monitor
-from alpha_data.routing.probes import EngineProbes, PrimaryPosition, Probes, ReplicaPosition
+from alpha_data.routing.probes import (
+    CommitPosition,
+    EngineProbes,
+    PrimaryPosition,
+    Probes,
+    ReplicaPosition,
+)
 from alpha_data.routing.replica import Replica, Route
 from alpha_data.routing.router import Fence, Router, primary_read_options
 from alpha_data.routing.sessions import (
@@ -40,6 +46,7 @@ __all__ = [
     "OPTIONS_KEY",
     "ROUTER_KEY",
     "ROUTE_KEY",
+    "CommitPosition",
     "EngineProbes",
     "Fence",
     "FencingSession",

@@ -131,9 +131,14 @@ class Monitor:
             self.router.failed(replica, "not in recovery (promoted?): it follows no primary")
             return
         now = self.clock()
-        replica.replay_lsn = max(replica.replay_lsn, position.replay_lsn)
+        # Replay only moves back when the standby restarted from an earlier
+        # restart point: then it shows less than before, and so do its reads.
+        regressed = position.replay_lsn < replica.replay_lsn
+        replica.replay_lsn = position.replay_lsn
         fresh = self.fresh_as_of(replica.replay_lsn, position.replay_time)
-        if fresh is not None and (replica.fresh_as_of is None or fresh > replica.fresh_as_of):
+        if regressed or (
+            fresh is not None and (replica.fresh_as_of is None or fresh > replica.fresh_as_of)
+        ):
             replica.fresh_as_of = fresh
         replica.lag_bytes = max(0, self.primary_flushed - replica.replay_lsn)
         replica.due_at = self._next_probe(replica, now)

@@ -13,7 +13,7 @@ from typing import Protocol
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-__all__ = ["EngineProbes", "PrimaryPosition", "Probes", "ReplicaPosition"]
+__all__ = ["CommitPosition", "EngineProbes", "PrimaryPosition", "Probes", "ReplicaPosition"]
 
 _AUTOCOMMIT = {"isolation_level": "AUTOCOMMIT"}
 
@@ -26,8 +26,12 @@ _PRIMARY = text(
     " extract(epoch FROM clock_timestamp())::float8"
 )
 # The insert position is past the commit record of every transaction whose
-# COMMIT has returned, even with synchronous_commit = off (not yet flushed).
-_INSERTED = text("SELECT (pg_current_wal_insert_lsn() - '0/0'::pg_lsn)::bigint")
+# COMMIT has returned, even with synchronous_commit = off (not yet flushed);
+# the flush position is what a standby can reach.
+_COMMITTED = text(
+    "SELECT (pg_current_wal_insert_lsn() - '0/0'::pg_lsn)::bigint,"
+    " (pg_current_wal_flush_lsn() - '0/0'::pg_lsn)::bigint"
+)
 _REPLICA = text(
     "SELECT pg_is_in_recovery(), (pg_last_wal_replay_lsn() - '0/0'::pg_lsn)::bigint,"
     " extract(epoch FROM pg_last_xact_replay_timestamp())::float8"
@@ -40,6 +44,19 @@ class PrimaryPosition:
 
     lsn: int
     clock: float
+
+
+@dataclass(frozen=True)
+class CommitPosition:
+    """The primary's WAL after some commits returned.
+
+    ``inserted`` is at or past each of their commit records (the cache's
+    invalidation LSN); ``flushed`` is what a standby can replay (the
+    read-your-writes fence, like the monitor's samples).
+    """
+
+    inserted: int
+    flushed: int
 
 
 @dataclass(frozen=True)
@@ -66,8 +83,8 @@ class Probes(Protocol):
         """The state of the replica behind ``engine``."""
         ...
 
-    async def commit_lsn(self) -> int:
-        """A WAL position at or past every commit that has returned on the primary."""
+    async def committed(self) -> CommitPosition:
+        """Where the primary's WAL is now: past every commit that has returned."""
         ...
 
 
@@ -83,10 +100,11 @@ class EngineProbes:
             lsn, clock = (await conn.execute(_PRIMARY)).one()
         return PrimaryPosition(int(lsn), float(clock))
 
-    async def commit_lsn(self) -> int:
-        """The primary's ``pg_current_wal_insert_lsn()``."""
+    async def committed(self) -> CommitPosition:
+        """The primary's insert and flush positions, in one statement."""
         async with self._primary.connect() as conn:
-            return int((await conn.execute(_INSERTED)).scalar_one())
+            inserted, flushed = (await conn.execute(_COMMITTED)).one()
+        return CommitPosition(int(inserted), int(flushed))
 
     async def replica(self, engine: AsyncEngine) -> ReplicaPosition:
         """``pg_is_in_recovery()``, replay LSN and last replayed commit time of a replica."""

@@ -181,22 +181,22 @@ class Router:
         self.monitor.kick()
 
     async def commit_lsn(self) -> int:
-        """The primary's WAL position now, past every commit that has returned.
+        """A WAL position at or past every commit that has returned on the primary.
 
         The cache stamps invalidations with it, so a replica that replayed
-        this far shows every change they announce (docs/caching.md). It is
-        this Database's read-your-writes fence as well: reads come back to a
-        replica only once it has replayed past it, and then may fill the cache.
+        this far shows every change they announce (docs/caching.md). The
+        flush position read with it is this Database's read-your-writes
+        fence for those commits, learned without waiting for a monitor sample.
         """
         target = self.fence.requested  # every commit counted so far has returned
         async with deadline(self.probe_timeout):
-            lsn = await self.probes.commit_lsn()
+            position = await self.probes.committed()
         if self.read_your_writes and self.replicas:
-            moved = lsn > self.fence.lsn
-            self.fence.learn(target, lsn)  # those commits' fence too, without a monitor sample
+            moved = position.flushed > self.fence.lsn
+            self.fence.learn(target, position.flushed)
             if moved:
                 self.monitor.kick()  # poll the replicas behind it now
-        return lsn
+        return position.inserted
 
     def failed(self, replica: Replica, exc: BaseException | str) -> None:
         """Mark ``replica`` down (warning on the first failure) and schedule a probe."""

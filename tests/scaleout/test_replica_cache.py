@@ -68,6 +68,10 @@ async def write_in_another_process(settings: Settings, user_id: int, email: str)
 async def reader(pg: PgPair, redis_plain: RedisNode) -> AsyncIterator[Database]:
     settings = make_settings(pg.primary_url, redis_plain.url(), replica_urls=[pg.replica_url])
     async with Database(settings) as db:
+        # A new prefix has no fence: the first invalidation creates it, the next one
+        # (past its grace, 60 s in production) makes it trusted.
+        db.cache.delivery.fence_grace = 0.0
+        await add_users(db, 2, one_by_one=True)
         yield db
     conn = await asyncpg.connect(pg.primary.dsn(pg.database))
     try:
@@ -101,14 +105,16 @@ async def reaches_replica(db: Database) -> bool:
         return bool((await uow.session.execute(text("SELECT pg_is_in_recovery()"))).scalar())
 
 
-async def add_users(db: Database, count: int) -> list[int]:
-    async with db.unit_of_work() as uow:
-        users = [
-            await uow.users.add(UserFactory.build(username=f"rc-{i}-{time.time_ns()}"))
-            for i in range(count)
-        ]
-        await uow.commit()
-    return [u.id for u in users]
+async def add_users(db: Database, count: int, *, one_by_one: bool = False) -> list[int]:
+    """Add ``count`` users in one commit (or one commit each)."""
+    ids: list[int] = []
+    for batch in [[i] for i in range(count)] if one_by_one else [list(range(count))]:
+        async with db.unit_of_work() as uow:
+            for i in batch:
+                name = f"rc-{i}-{time.time_ns()}"
+                ids.append((await uow.users.add(UserFactory.build(username=name))).id)
+            await uow.commit()
+    return ids
 
 
 async def test_replica_misses_fill_the_cache(reader: Database) -> None:

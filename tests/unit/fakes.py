@@ -12,8 +12,10 @@ from dataclasses import dataclass, field
 
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from alpha_data.routing import PrimaryPosition, ReplicaPosition, Router
+from alpha_data.routing import CommitPosition, PrimaryPosition, ReplicaPosition, Router
 
+#: The primary's insert position runs this far ahead of its flushed one (WAL not yet written).
+INSERT_AHEAD = 40
 #: The fake wall clock of the primary runs this far ahead of the monitor's clock.
 WALL_OFFSET = 1_700_000_000.0
 
@@ -76,10 +78,10 @@ class FakeServers:
             raise ConnectionRefusedError("primary down")
         return PrimaryPosition(self.flushed, self.clock() + WALL_OFFSET)
 
-    async def commit_lsn(self) -> int:
+    async def committed(self) -> CommitPosition:
         if self.primary_down:
             raise ConnectionRefusedError("primary down")
-        return self.flushed
+        return CommitPosition(self.flushed + INSERT_AHEAD, self.flushed)
 
     async def replica(self, engine: AsyncEngine) -> ReplicaPosition:
         replica = self.replicas[engine]

@@ -14,7 +14,7 @@ import logging
 import pytest
 
 from alpha_data.routing import Router
-from tests.unit.fakes import make_router
+from tests.unit.fakes import INSERT_AHEAD, make_router
 
 
 def settle(router: Router) -> None:
@@ -88,20 +88,21 @@ def test_read_your_writes_fence_moves_with_each_commit() -> None:
 
 
 def test_the_lsn_a_commit_delivery_reads_is_the_fence_of_the_commits_before_it() -> None:
-    """Issue 21 item 4: the cache's invalidation LSN; a route past it may store replica misses."""
+    """Issue 21 item 4: the cache's invalidation LSN (insert position) comes with the
+    flush position, which is the read-your-writes fence: a standby can reach it."""
     router, servers, (standby,) = make_router()
     settle(router)
     standby.paused = True
     servers.commit()
     router.committed()
     lsn = asyncio.run(router.commit_lsn())  # no monitor sample needed
-    assert lsn == servers.flushed and not router.fence.pending and router.fence.lsn == lsn
+    assert lsn == servers.flushed + INSERT_AHEAD
+    assert not router.fence.pending and router.fence.lsn == servers.flushed
     assert router.choose() is None  # the replica is behind it
     servers.resume(standby)
     settle(router)
     route = router.route({})
-    assert route.replica is router.replicas[0] and route.replay_lsn is not None
-    assert route.replay_lsn >= lsn
+    assert route.replica is router.replicas[0] and route.replay_lsn == servers.flushed
     assert router.primary_route({}).replay_lsn is None
 
 
@@ -109,8 +110,24 @@ def test_without_read_your_writes_the_commit_lsn_moves_no_fence() -> None:
     router, servers, _ = make_router(read_your_writes=False)
     settle(router)
     servers.commit()
-    assert asyncio.run(router.commit_lsn()) == servers.flushed
+    assert asyncio.run(router.commit_lsn()) == servers.flushed + INSERT_AHEAD
     assert router.fence.lsn < servers.flushed and router.choose() is router.replicas[0]
+
+
+def test_a_standby_that_restarted_behind_where_it_was_is_taken_at_its_word() -> None:
+    """Its reads show less than before: the cache must not count on the old position."""
+    router, servers, (standby,) = make_router()
+    settle(router)
+    servers.commit()
+    servers.clock.advance(1.0)
+    settle(router)
+    before = router.replicas[0].replay_lsn
+    assert before == servers.flushed
+    standby.replayed = before - 100  # restarted from an earlier restart point
+    servers.clock.advance(1.0)
+    settle(router)
+    assert router.replicas[0].replay_lsn == before - 100
+    assert router.status()[0]["lag_s"] >= 1.0  # the commit it lost is a second old
 
 
 def test_without_read_your_writes_only_the_start_fence_applies() -> None:
