@@ -40,12 +40,13 @@ class HeldBackend:
         fresh: Sequence[str],
         tag_ttl: float,
         **kw: Any,
-    ) -> None:
-        await self.inner.invalidate(keys, tags, fresh, tag_ttl, **kw)
+    ) -> str:
+        pending: str = await self.inner.invalidate(keys, tags, fresh, tag_ttl, **kw)
         self.batches.append(list(tags))
         if len(self.batches) == 1:
             self.applied.set()
             await self.gate.wait()
+        return pending
 
 
 async def test_a_commit_during_another_delivery_sends_its_own_bump(settings: Settings) -> None:

@@ -5,10 +5,10 @@ rules in Python):
 
 * the backend: tokens carry the highest LSN their tag has known, the fence
   the highest LSN of the invalidations since it was created (trusted only
-  after its grace); an invalidation without an LSN deletes it and leaves its
-  tokens without one; a store from a replica at ``R`` succeeds only if every
-  tag is covered (token LSN <= R, else trusted fence <= R); both backends
-  agree step by step on random histories;
+  once a later invalidation confirms its nonce); an invalidation without an
+  LSN deletes it and leaves its tokens without one; a store from a replica
+  at ``R`` succeeds only if every tag is covered (token LSN <= R, else
+  trusted fence <= R); both backends agree step by step on random histories;
 * a Database with ``replica_urls`` (here the primary itself, so no replica is
   ever usable; the route of a read is faked with a chosen replay LSN):
   its invalidations carry the primary's WAL position read after COMMIT, and
@@ -69,6 +69,8 @@ class Keys:
         self.fence = f"{prefix}:lsn"
         self.entry = f"{prefix}:users:get:1"
         self.tags = [f"{prefix}:tag:users:*", f"{prefix}:tag:users:id:1"]
+        #: The fence nonce the test's writer got back last (it confirms it next time).
+        self.nonce = ""
 
 
 @pytest.fixture
@@ -82,19 +84,19 @@ async def bump(
     lsn: int | None,
     tags: Sequence[str] = (),
     *,
-    grace: float = 0.0,
+    confirm: bool = True,
 ) -> None:
-    """An invalidation of ``tags`` (default: the per-row tag) carrying ``lsn``.
-
-    ``grace`` 0: a fence created by it is trusted from the next invalidation on.
-    """
+    """An invalidation of ``tags`` (default: the per-row tag) carrying ``lsn``, sent by
+    the test's writer (which confirms the nonce it got back last, unless told not to)."""
     chosen = list(tags) or keys.tags[1:]
     fresh = new_tokens(len(chosen), "b")
-    await backend.invalidate([], chosen, fresh, TTL, fence=keys.fence, lsn=lsn, grace=grace)
+    keys.nonce = await backend.invalidate(
+        [], chosen, fresh, TTL, fence=keys.fence, lsn=lsn, confirm=keys.nonce if confirm else ""
+    )
 
 
 async def create_fence(backend: CacheBackend, keys: Keys, lsn: int = 0x100) -> None:
-    """A first invalidation (of an unrelated tag): the fence exists, untrusted until the next."""
+    """A first invalidation (of an unrelated tag): the fence exists, trusted from the next."""
     await bump(backend, keys, lsn, tags=["unrelated"])
 
 
@@ -156,22 +158,35 @@ async def test_a_replica_miss_is_stored_only_when_every_tag_is_covered(
     assert await store_from(backend, keys, 0x600)
 
 
-async def test_a_new_fence_is_trusted_only_after_its_grace(
+async def test_a_new_fence_is_trusted_only_once_a_later_invalidation_confirms_it(
     backend: CacheBackend, keys: Keys
 ) -> None:
-    """An LSN read before a bump that was lost with the old fence must not become the bound."""
-    await bump(backend, keys, 0x500, grace=0.3)
+    """An LSN read before a bump that was lost with the old fence must not become the bound:
+    only an LSN read after the writer learned the new fence's nonce may."""
+    await bump(backend, keys, 0x500)
     assert (await fence(backend, keys) or "").startswith(lsn_text(0x500) + "/")
     assert "@" not in await token(backend, keys, keys.tags[1])
     assert not await store_from(backend, keys, 0xFFFF)
-    await bump(backend, keys, 0x600, grace=0.3)  # within the grace: still not trusted
+    await bump(backend, keys, 0x600, confirm=False)  # another writer, which never saw it
     assert "@" not in await token(backend, keys, keys.tags[1])
     assert not await store_from(backend, keys, 0xFFFF)
-    await asyncio.sleep(0.35)
-    await bump(backend, keys, 0x700, tags=["unrelated"], grace=0.3)  # after it: trusted
+    await bump(backend, keys, 0x700, tags=["unrelated"])  # the creator again: confirmed
     assert await fence(backend, keys) == lsn_text(0x700)
     assert not await store_from(backend, keys, 0x6FF)
     assert await store_from(backend, keys, 0x700)
+
+
+async def test_a_nonce_of_an_earlier_fence_confirms_no_new_one(
+    backend: CacheBackend, keys: Keys
+) -> None:
+    await bump(backend, keys, 0x500)  # fence 1; the writer holds its nonce
+    stale = keys.nonce
+    await bump(backend, keys, None)  # deleted
+    await bump(backend, keys, 0x600, confirm=False)  # fence 2, created by someone else
+    keys.nonce = stale
+    await bump(backend, keys, 0x700, tags=["unrelated"])
+    assert (await fence(backend, keys) or "").startswith(lsn_text(0x700) + "/")
+    assert not await store_from(backend, keys, 0xFFFF)
 
 
 async def test_an_invalidation_without_an_lsn_stops_replica_stores_until_the_fence_is_trusted(
@@ -223,11 +238,12 @@ async def test_redis_and_memory_agree_on_random_histories(settings: Settings) ->
     keys = Keys(settings.cache_prefix)
     tags = [f"{settings.cache_prefix}:tag:t{i}" for i in range(4)]
     rnd = random.Random(21)
+    nonces = ["", ""]  # the fence nonce each backend returned last (they differ)
 
     async def state(backend: CacheBackend) -> list[str]:
         got = await backend.fetch(keys.entry + "x", [*tags, keys.fence])
         assert isinstance(got, list)
-        # The fence's grace deadline is each backend's own clock: compare its LSN only.
+        # Each backend makes its own fence nonces: compare the LSN and the state only.
         return [g.decode().split("/")[0] + ("/" if b"/" in g else "") for g in got]
 
     try:
@@ -237,10 +253,18 @@ async def test_redis_and_memory_agree_on_random_histories(settings: Settings) ->
             if op < 0.4:
                 lsn = None if rnd.random() < 0.15 else rnd.randint(0, 40) * 16
                 fresh = [f"b{step:04x}.{i}" for i in range(len(chosen))]
-                for b in (redis, memory):
-                    await b.invalidate(
-                        [keys.entry], chosen, fresh, TTL, fence=keys.fence, lsn=lsn, grace=0.0
+                confirm = rnd.random() < 0.5  # this writer, or one that never saw the fence
+                for i, b in enumerate((redis, memory)):
+                    nonces[i] = await b.invalidate(
+                        [keys.entry],
+                        chosen,
+                        fresh,
+                        TTL,
+                        fence=keys.fence,
+                        lsn=lsn,
+                        confirm=nonces[i] if confirm else "",
                     )
+                assert bool(nonces[0]) == bool(nonces[1]), step
             elif op < 0.85:
                 seen = await redis.fetch(keys.entry, chosen)
                 assert seen == await memory.fetch(keys.entry, chosen), step
@@ -314,7 +338,6 @@ async def routed(request: pytest.FixtureRequest, settings: Settings) -> AsyncIte
     if request.param == "memory":
         update["redis_url"] = "memory://"
     database = Database(settings.model_copy(update=update))
-    database.cache.delivery.fence_grace = 0.0  # the fence is trusted from its second invalidation
     try:
         for _ in range(2):  # create the fence, then trust it
             async with database.unit_of_work() as uow:
@@ -413,7 +436,7 @@ async def test_a_writer_without_replicas_turns_replica_stores_off_for_a_while(
 ) -> None:
     """Another process on the same prefix whose commits carry no LSN (Redis only: shared):
     its tags are bounded by the fence, which it deletes; stores resume once a new fence
-    is trusted (its grace is 0 here)."""
+    is confirmed (two invalidations with an LSN)."""
     if routed.settings.redis_url.startswith("memory://"):
         pytest.skip("two Databases share a cache only through Redis")
     async with db_without_replicas(settings) as plain, plain.unit_of_work() as uow:

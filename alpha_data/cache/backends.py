@@ -15,10 +15,12 @@ primary's WAL position after the commits it delivers (one with replicas):
 the highest LSN that tag has known. A reader's first token of a tag is
 ``i<random>.<i>``. The *fence* key (``<prefix>:lsn``) bounds every tag
 whose token carries no LSN: it holds the highest LSN of the invalidations
-since it was created, and is trusted only once an invalidation ran after
-its grace period (``<lsn>/<until ms>`` until then). An invalidation without
-an LSN deletes it. A miss served by a replica is stored only if the replica
-had replayed past every tag's LSN (the token's own, else the trusted fence).
+since it was created. A new fence (``<lsn>/<nonce>``) is trusted only when
+an invalidation confirms its nonce: the confirming Database learned the
+nonce from a reply, so the LSN it read afterwards is past every bump lost
+before the fence existed. An invalidation without an LSN deletes it. A miss
+served by a replica is stored only if the replica had replayed past every
+tag's LSN (the token's own, else the trusted fence). LSNs are 16 hex digits.
 The stream and
 pub/sub types and ``CacheUnavailable`` live in ``alpha_data.redisio.protocol``
 (shared with the event bus) and are re-exported here.
@@ -33,14 +35,7 @@ from typing import Any, NamedTuple, Protocol
 from alpha_data.redisio.protocol import CacheUnavailable, PubSubLink, StreamEntry, StreamMessage
 from alpha_data.settings import Settings
 
-#: A new fence is trusted only after an invalidation that ran this long after
-#: it was created (s): longer than any gap between reading a WAL position and
-#: the script that carries it, so that invalidation's LSN covers every bump
-#: lost before the fence existed.
-FENCE_GRACE = 60.0
-
 __all__ = [
-    "FENCE_GRACE",
     "CacheBackend",
     "CacheUnavailable",
     "PubSubLink",
@@ -49,8 +44,10 @@ __all__ = [
     "StreamMessage",
     "lsn_text",
     "make_cache_backend",
+    "new_nonce",
     "new_tokens",
     "token_lsn",
+    "valid_lsn",
 ]
 
 
@@ -104,15 +101,17 @@ class CacheBackend(Protocol):
         *,
         fence: str,
         lsn: int | None,
-        grace: float = FENCE_GRACE,
-    ) -> None:
+        confirm: str = "",
+    ) -> str:
         """Delete ``keys`` and give each tag its ``fresh`` token, in one round trip.
 
         ``lsn``: the primary's WAL position read after the commits delivered
-        (None: unknown). It raises the ``fence`` (creating it untrusted for
-        ``grace`` s when missing) and each token carries the highest LSN its
-        tag has known, or the trusted fence (module docstring). None deletes
-        the fence and leaves the tokens without an LSN.
+        (None: unknown). It raises the ``fence`` (creating it untrusted when
+        missing) and each token carries the highest LSN its tag has known, or
+        the trusted fence (module docstring). None deletes the fence and
+        leaves the tokens without an LSN. ``confirm``: the nonce this caller
+        got back last time, which trusts the fence if it is still the same.
+        Returns the nonce of an untrusted fence ('' when trusted or none).
         """
         ...
 
@@ -184,9 +183,24 @@ def new_tokens(count: int, kind: str) -> list[str]:
     return [f"{base}.{i:x}" for i in range(count)]
 
 
+def new_nonce() -> str:
+    """A nonce for a new fence: 64 random bits."""
+    return os.urandom(8).hex()
+
+
 def lsn_text(lsn: int) -> str:
     """An LSN as 16 hex digits: strings of equal length compare like the numbers."""
     return f"{lsn:016x}"
+
+
+def valid_lsn(text: str | None) -> str | None:
+    """``text`` if it is an LSN as ``lsn_text`` writes it (16 hex digits), else None."""
+    if text is not None and len(text) == 16 and all(c in _HEX for c in text):
+        return text
+    return None
+
+
+_HEX = frozenset("0123456789abcdef")
 
 
 def token_lsn(token: str | bytes | None) -> str | None:
@@ -195,7 +209,7 @@ def token_lsn(token: str | bytes | None) -> str | None:
         return None
     text = token.decode() if isinstance(token, bytes) else token
     _, at, lsn = text.partition("@")
-    return lsn if at else None
+    return valid_lsn(lsn) if at else None
 
 
 def make_cache_backend(settings: Settings) -> CacheBackend:

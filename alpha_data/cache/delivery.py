@@ -17,7 +17,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Iterable
 
-from alpha_data.cache.backends import FENCE_GRACE, CacheBackend, new_tokens
+from alpha_data.cache.backends import CacheBackend, new_tokens
 from alpha_data.cache.tags import entity_keys
 from alpha_data.redisio.breaker import Breaker
 from alpha_data.redisio.protocol import CacheUnavailable
@@ -49,8 +49,9 @@ class InvalidationDelivery:
         self.fence = fence
         #: Reads the primary's WAL position (None: invalidations carry no LSN).
         self.commit_lsn = commit_lsn
-        #: How long a new fence stays untrusted (backends.FENCE_GRACE; tests shorten it).
-        self.fence_grace = FENCE_GRACE
+        #: The nonce of the untrusted fence the last delivery found ('' none):
+        #: the next delivery, whose LSN is read after that reply, confirms it.
+        self.fence_nonce = ""
         self.breaker = breaker
         self.prefix = prefix
         self.tag_prefix = tag_prefix
@@ -118,14 +119,14 @@ class InvalidationDelivery:
             tag_keys = [self.tag_prefix + t for t in batch]
             lsn = await self._position()  # after every commit of the batch
             try:
-                await self.backend.invalidate(
+                self.fence_nonce = await self.backend.invalidate(
                     keys,
                     tag_keys,
                     new_tokens(len(batch), "b"),
                     self.tag_ttl,
                     fence=self.fence,
                     lsn=lsn,
-                    grace=self.fence_grace,
+                    confirm=self.fence_nonce,
                 )
             except CacheUnavailable as exc:
                 self.keep(mine)
@@ -143,8 +144,8 @@ class InvalidationDelivery:
 
         Read only by a Database with replicas, within the Router's probe
         timeout. A failure does not stop the delivery: it goes out without an
-        LSN, which turns replica stores of unbumped tags off until the fence
-        is trusted again (``FENCE_GRACE``).
+        LSN, which deletes the fence; tags without an LSN of their own fill
+        from replicas again once a new fence is confirmed (two deliveries).
         """
         if self.commit_lsn is None:
             return None

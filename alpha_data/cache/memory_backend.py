@@ -16,7 +16,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from alpha_data.cache.backends import FENCE_GRACE, Store, lsn_text, token_lsn
+from alpha_data.cache.backends import Store, lsn_text, new_nonce, token_lsn, valid_lsn
 from alpha_data.cache.memory_streams import MemoryStreams
 from alpha_data.redisio.protocol import StreamEntry, StreamMessage
 
@@ -110,9 +110,9 @@ class MemoryBackend:
         return bound is not None and bound <= replica
 
     def _trusted(self, fence: str) -> str | None:
-        """The fence's LSN once trusted (past its grace), else None."""
+        """The fence's LSN once trusted (confirmed), else None."""
         value = self._get(fence)
-        return value.decode() if value is not None and b"/" not in value else None
+        return valid_lsn(value.decode()) if value is not None else None
 
     async def invalidate(
         self,
@@ -123,35 +123,37 @@ class MemoryBackend:
         *,
         fence: str,
         lsn: int | None,
-        grace: float = FENCE_GRACE,
-    ) -> None:
+        confirm: str = "",
+    ) -> str:
         """Delete keys, move the fence and set fresh tokens with their LSNs."""
         for key in keys:
             self.data.pop(key, None)
+        trusted = pending = None
         if lsn is None:
             self.data.pop(fence, None)
-        trusted = None if lsn is None else self._raise_fence(fence, lsn_text(lsn), grace)
+        else:
+            trusted, pending = self._raise_fence(fence, lsn_text(lsn), confirm)
         for tag, token in zip(tags, fresh, strict=True):
             bound = None
             if lsn is not None:
                 known = token_lsn(self._get(tag))
                 bound = max(known, lsn_text(lsn)) if known is not None else trusted
             self._set(tag, (token if bound is None else f"{token}@{bound}").encode(), tag_ttl)
+        return pending or ""
 
-    def _raise_fence(self, fence: str, lsn: str, grace: float) -> str | None:
-        """Raise the fence to ``lsn``; its LSN if trusted now (created: trusted after ``grace``)."""
-        now = int(time.monotonic() * 1000)
+    def _raise_fence(self, fence: str, lsn: str, confirm: str) -> tuple[str | None, str | None]:
+        """Raise the fence to ``lsn``: (its LSN if trusted, else None; its nonce if not)."""
         value = self._get(fence)
-        if value is None:
-            self._set(fence, f"{lsn}/{now + int(grace * 1000)}".encode(), math.inf)
-            return None
-        known, _, until = value.decode().partition("/")
-        top = max(known, lsn)
-        if until and now < int(until):
-            self._set(fence, f"{top}/{until}".encode(), math.inf)
-            return None
-        self._set(fence, top.encode(), math.inf)
-        return top
+        known, _, nonce = value.decode().partition("/") if value is not None else ("", "", "")
+        top = valid_lsn(known)
+        if top is None:  # missing (or unreadable): a new fence, not trusted yet
+            top, nonce = lsn, new_nonce()
+        top = max(top, lsn)
+        if not nonce or nonce == confirm:
+            self._set(fence, top.encode(), math.inf)
+            return top, None
+        self._set(fence, f"{top}/{nonce}".encode(), math.inf)
+        return None, nonce
 
     async def publish(self, channel: str, message: bytes) -> None:
         """Deliver to every link subscribed to ``channel``."""

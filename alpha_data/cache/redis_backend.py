@@ -1,4 +1,4 @@
-"""The Redis backend: an MGET, a Lua script and a MULTI pipeline, one round trip each.
+"""The Redis backend: an MGET or a Lua script per operation, one round trip each.
 
 * fetch: MGET the entry and its tags; the entry is valid only if it starts
   with the current tokens, otherwise the tokens are what the caller needs
@@ -32,7 +32,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import NoScriptError, RedisClusterException, RedisError, ResponseError
 
-from alpha_data.cache.backends import FENCE_GRACE, Store, lsn_text
+from alpha_data.cache.backends import Store, lsn_text, new_nonce
 from alpha_data.cancellation import deadline
 from alpha_data.redisio.client import redis_client
 from alpha_data.redisio.protocol import CacheUnavailable, StreamEntry, StreamMessage
@@ -42,19 +42,30 @@ __all__ = ["INVALIDATE_SCRIPT", "STORE_SCRIPT", "RedisBackend"]
 # RedisClusterException (e.g. no reachable node) is not a RedisError.
 _FAILURES = (RedisError, RedisClusterException, OSError, asyncio.TimeoutError)
 
+# An LSN as lsn_text writes it (16 hex digits), else false.
+_LSN_OF = """
+local function lsn_of(v)
+  if v and string.len(v) == 16 and not string.find(v, '[^0-9a-f]') then return v end
+  return false
+end
+"""
+
 # KEYS: entry, tags..., fence. ARGV: entry TTL, tag TTL, body, replica LSN ('':
 # read on the primary), then the seen tokens and the fresh ones. Under a
 # replica LSN every tag must be covered: by its token's LSN, else by the
-# trusted fence (16 hex digits; '<lsn>/<until>' is not trusted yet).
-STORE_SCRIPT = """
+# trusted fence ('<lsn>/<nonce>' is not trusted yet).
+STORE_SCRIPT = (
+    _LSN_OF
+    + """
 local n = #KEYS - 2
 local replica = ARGV[4]
 local fence = nil
 local function covered(t)
   local at = string.find(t, '@', 1, true)
-  if at then return string.sub(t, at + 1) <= replica end
-  if fence == nil then fence = redis.call('GET', KEYS[n + 2]) end
-  return fence ~= false and string.len(fence) == 16 and fence <= replica
+  local own = at and lsn_of(string.sub(t, at + 1))
+  if own then return own <= replica end
+  if fence == nil then fence = lsn_of(redis.call('GET', KEYS[n + 2])) end
+  return fence ~= false and fence <= replica
 end
 local cur = {}
 for i = 1, n do
@@ -78,45 +89,57 @@ end
 redis.call('SET', KEYS[1], '["' .. table.concat(cur, ',') .. '",' .. ARGV[3], 'PX', ARGV[1])
 return 1
 """
+)
 
 # KEYS: fence, tags..., entity keys to delete. ARGV: tag TTL, LSN ('': unknown),
-# fence grace (ms), the fresh tokens. Without an LSN the fence is deleted and
-# the tokens carry none. With one, the fence rises to it (a missing fence is
-# created as '<lsn>/<until>', trusted once an invalidation runs after <until>)
-# and each token carries the highest LSN its tag has known: its old token's
-# and this one, or else the trusted fence (none while it is not trusted).
-INVALIDATE_SCRIPT = """
-local n = #ARGV - 3
+# a nonce for a new fence, the nonce to confirm ('': none), the fresh tokens.
+# Without an LSN the fence is deleted and the tokens carry none. With one, the
+# fence rises to it (a missing one is created as '<lsn>/<nonce>', trusted once
+# an invalidation confirms that nonce) and each token carries the highest LSN
+# its tag has known: its old token's and this one, or else the trusted fence.
+# Returns the nonce of an untrusted fence ('' otherwise).
+INVALIDATE_SCRIPT = (
+    _LSN_OF
+    + """
+local n = #ARGV - 4
 local lsn = ARGV[2]
 local trusted = false
+local pending = ''
 if lsn == '' then
   redis.call('DEL', KEYS[1])
 else
-  local clock = redis.call('TIME')
-  local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
   local f = redis.call('GET', KEYS[1])
-  if not f then
-    redis.call('SET', KEYS[1], lsn .. '/' .. string.format('%d', now + tonumber(ARGV[3])))
-  else
-    local top = string.sub(f, 1, 16)
-    if top < lsn then top = lsn end
+  local top, nonce = false, ''
+  if f then
     local slash = string.find(f, '/', 1, true)
-    if slash and now < tonumber(string.sub(f, slash + 1)) then
-      redis.call('SET', KEYS[1], top .. string.sub(f, slash))
+    if slash then
+      top, nonce = lsn_of(string.sub(f, 1, slash - 1)), string.sub(f, slash + 1)
     else
-      redis.call('SET', KEYS[1], top)
-      trusted = top
+      top = lsn_of(f)
     end
+  end
+  if not top then
+    top, nonce = lsn, ARGV[3]
+  elseif top < lsn then
+    top = lsn
+  end
+  if nonce == '' or nonce == ARGV[4] then
+    redis.call('SET', KEYS[1], top)
+    trusted = top
+  else
+    redis.call('SET', KEYS[1], top .. '/' .. nonce)
+    pending = nonce
   end
 end
 for i = 1, n do
-  local token = ARGV[3 + i]
+  local token = ARGV[4 + i]
   if lsn ~= '' then
     local bound = trusted
     local old = redis.call('GET', KEYS[1 + i])
     local at = old and string.find(old, '@', 1, true)
-    if at then
-      bound = string.sub(old, at + 1)
+    local known = at and lsn_of(string.sub(old, at + 1))
+    if known then
+      bound = known
       if bound < lsn then bound = lsn end
     end
     if bound then token = token .. '@' .. bound end
@@ -124,8 +147,9 @@ for i = 1, n do
   redis.call('SET', KEYS[1 + i], token, 'PX', ARGV[1])
 end
 for i = n + 2, #KEYS do redis.call('DEL', KEYS[i]) end
-return 1
+return pending
 """
+)
 
 
 async def _execute(client: redis_asyncio.Redis, *command: Any) -> Any:
@@ -241,11 +265,11 @@ class RedisBackend:
         *,
         fence: str,
         lsn: int | None,
-        grace: float = FENCE_GRACE,
-    ) -> None:
+        confirm: str = "",
+    ) -> str:
         """One INVALIDATE_SCRIPT: DEL ``keys``, fresh tokens on ``tags``, the fence moved."""
         if not keys and not tags:
-            return
+            return confirm
         args = (
             1 + len(tags) + len(keys),
             fence,
@@ -253,16 +277,18 @@ class RedisBackend:
             *keys,
             _ms(tag_ttl),
             "" if lsn is None else lsn_text(lsn),
-            int(grace * 1000),
+            new_nonce(),
+            confirm,
             *fresh,
         )
         try:
             try:
-                await self._command("EVALSHA", _INVALIDATE_SHA, *args)
+                pending = await self._command("EVALSHA", _INVALIDATE_SHA, *args)
             except NoScriptError:  # scripts are gone after a restart
-                await self._command("EVAL", INVALIDATE_SCRIPT, *args)
+                pending = await self._command("EVAL", INVALIDATE_SCRIPT, *args)
         except _FAILURES as exc:
             raise CacheUnavailable(type(exc).__name__) from None
+        return pending.decode() if isinstance(pending, bytes) else str(pending or "")
 
     async def publish(self, channel: str, message: bytes) -> None:
         """PUBLISH."""

@@ -115,7 +115,12 @@ class Monitor:
             samples.append((at, lsn))
 
     async def probe(self, replica: Replica) -> None:
-        """Ask ``replica`` where it is; a failure marks it down."""
+        """Ask ``replica`` where it is; a failure marks it down.
+
+        An answer to a probe sent before the replica's last failure is
+        dropped: it may describe the standby before it restarted.
+        """
+        sent = self.clock()
         try:
             position = await asyncio.wait_for(
                 self.probes.replica(replica.engine), self.router.probe_timeout
@@ -123,7 +128,8 @@ class Monitor:
         except Exception as exc:
             self.router.failed(replica, exc)
             return
-        self.observe(replica, position)
+        if sent >= replica.failed_at:
+            self.observe(replica, position)
 
     def observe(self, replica: Replica, position: ReplicaPosition) -> None:
         """Update ``replica`` from a probe's answer (lag, schedule, warnings)."""

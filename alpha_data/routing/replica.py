@@ -45,6 +45,8 @@ class Replica:
     #: Clock time of the next probe the monitor owes this replica.
     due_at: float = 0.0
     failures: int = 0
+    #: Clock time of the last failure: a probe sent before it says nothing about now.
+    failed_at: float = float("-inf")
     retry_at: float = 0.0
     last_error: str | None = None
     served: int = 0

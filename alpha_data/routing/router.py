@@ -205,6 +205,7 @@ class Router:
         replica.failures += 1
         replica.fresh_as_of = None  # learned again from its next answer
         replica.replay_lsn = 0  # a standby that restarted may show less than it did
+        replica.failed_at = self.clock()
         delay = min(RETRY_CAP, RETRY_FIRST * 2 ** (replica.failures - 1))
         replica.retry_at = self.clock() + random.uniform(delay / 2, delay)  # noqa: S311
         if replica.healthy:

@@ -69,8 +69,7 @@ async def reader(pg: PgPair, redis_plain: RedisNode) -> AsyncIterator[Database]:
     settings = make_settings(pg.primary_url, redis_plain.url(), replica_urls=[pg.replica_url])
     async with Database(settings) as db:
         # A new prefix has no fence: the first invalidation creates it, the next one
-        # (past its grace, 60 s in production) makes it trusted.
-        db.cache.delivery.fence_grace = 0.0
+        # confirms it.
         await add_users(db, 2, one_by_one=True)
         yield db
     conn = await asyncpg.connect(pg.primary.dsn(pg.database))

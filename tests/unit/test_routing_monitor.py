@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+from typing import Any
 
 import pytest
 
@@ -104,6 +105,32 @@ def test_the_lsn_a_commit_delivery_reads_is_the_fence_of_the_commits_before_it()
     route = router.route({})
     assert route.replica is router.replicas[0] and route.replay_lsn == servers.flushed
     assert router.primary_route({}).replay_lsn is None
+
+
+def test_an_answer_to_a_probe_sent_before_a_failure_is_dropped() -> None:
+    """It may describe the standby before it restarted: the replica stays down, position 0."""
+    router, servers, _ = make_router()
+    settle(router)
+    replica = router.replicas[0]
+    answer = servers.replica
+    release = asyncio.Event()
+
+    async def slow(engine: Any) -> Any:
+        position = await answer(engine)  # read before the failure
+        await release.wait()
+        return position
+
+    async def scenario() -> None:
+        servers.replica = slow  # type: ignore[method-assign]
+        probe = asyncio.ensure_future(router.monitor.probe(replica))
+        await asyncio.sleep(0)
+        servers.clock.advance(0.1)
+        router.failed(replica, "connection lost")
+        release.set()
+        await probe
+
+    asyncio.run(scenario())
+    assert not replica.healthy and replica.replay_lsn == 0
 
 
 def test_without_read_your_writes_the_commit_lsn_moves_no_fence() -> None:
