@@ -117,6 +117,9 @@ class InvalidationDelivery:
                 return True
             keys = [f"{self.prefix}:{k}" for tag in batch for k in entity_keys(tag)]
             tag_keys = [self.tag_prefix + t for t in batch]
+            # The nonce first: the LSN is then read after the reply that gave it,
+            # whatever else this process delivers meanwhile.
+            confirm = self.fence_nonce
             lsn = await self._position()  # after every commit of the batch
             try:
                 self.fence_nonce = await self.backend.invalidate(
@@ -126,7 +129,7 @@ class InvalidationDelivery:
                     self.tag_ttl,
                     fence=self.fence,
                     lsn=lsn,
-                    confirm=self.fence_nonce,
+                    confirm=confirm,
                 )
             except CacheUnavailable as exc:
                 self.keep(mine)

@@ -126,6 +126,8 @@ class MemoryBackend:
         confirm: str = "",
     ) -> str:
         """Delete keys, move the fence and set fresh tokens with their LSNs."""
+        if not keys and not tags:
+            return confirm
         for key in keys:
             self.data.pop(key, None)
         trusted = pending = None
@@ -144,8 +146,8 @@ class MemoryBackend:
     def _raise_fence(self, fence: str, lsn: str, confirm: str) -> tuple[str | None, str | None]:
         """Raise the fence to ``lsn``: (its LSN if trusted, else None; its nonce if not)."""
         value = self._get(fence)
-        known, _, nonce = value.decode().partition("/") if value is not None else ("", "", "")
-        top = valid_lsn(known)
+        known, slash, nonce = value.decode().partition("/") if value is not None else ("", "", "")
+        top = valid_lsn(known) if nonce or not slash else None
         if top is None:  # missing (or unreadable): a new fence, not trusted yet
             top, nonce = lsn, new_nonce()
         top = max(top, lsn)

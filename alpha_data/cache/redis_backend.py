@@ -42,7 +42,9 @@ __all__ = ["INVALIDATE_SCRIPT", "STORE_SCRIPT", "RedisBackend"]
 # RedisClusterException (e.g. no reachable node) is not a RedisError.
 _FAILURES = (RedisError, RedisClusterException, OSError, asyncio.TimeoutError)
 
-# An LSN as lsn_text writes it (16 hex digits), else false.
+# An LSN as lsn_text writes it (16 hex digits), else false. LSNs are compared
+# as strings: equal-length lowercase hex orders like the numbers (in the C
+# collation and the usual UTF-8 ones Redis may run with).
 _LSN_OF = """
 local function lsn_of(v)
   if v and string.len(v) == 16 and not string.find(v, '[^0-9a-f]') then return v end
@@ -113,7 +115,8 @@ else
   if f then
     local slash = string.find(f, '/', 1, true)
     if slash then
-      top, nonce = lsn_of(string.sub(f, 1, slash - 1)), string.sub(f, slash + 1)
+      nonce = string.sub(f, slash + 1)
+      if nonce ~= '' then top = lsn_of(string.sub(f, 1, slash - 1)) end
     else
       top = lsn_of(f)
     end
