@@ -31,6 +31,9 @@ from sqlalchemy import text
 from alpha_data import Database, Settings
 from alpha_data.cache import cached
 from alpha_data.cache.backends import (
+    MOVED,
+    STORED,
+    UNCOVERED,
     CacheBackend,
     Store,
     lsn_text,
@@ -120,8 +123,9 @@ async def store_from(backend: CacheBackend, keys: Keys, replayed: int | None) ->
     assert isinstance(seen, list)
     fresh = ["i1.0", "i1.1"]
     entry = Store(keys.entry, b'{"id":1}]', 60.0, keys.tags, seen, fresh, TTL, keys.fence, replayed)
-    (stored,) = await backend.store([entry])
-    return stored
+    (outcome,) = await backend.store([entry])
+    assert outcome == STORED or outcome == (UNCOVERED if replayed is not None else MOVED)
+    return outcome == STORED
 
 
 async def test_tokens_carry_the_highest_lsn_their_tag_has_known(
@@ -207,6 +211,22 @@ async def test_an_invalidation_without_an_lsn_stops_replica_stores_until_the_fen
     assert await store_from(backend, keys, None)  # the primary's reads are stored as ever
 
 
+async def test_a_fence_refresh_creates_and_confirms_but_never_raises_a_trusted_fence(
+    backend: CacheBackend, keys: Keys
+) -> None:
+    """The refresh a refused replica store triggers (no tags): raising a trusted fence
+    would only make cold tags harder to fill."""
+    refresh = backend.invalidate
+    keys.nonce = await refresh([], [], [], TTL, fence=keys.fence, lsn=0x500)
+    assert keys.nonce and (await fence(backend, keys) or "").startswith(lsn_text(0x500) + "/")
+    keys.nonce = await refresh([], [], [], TTL, fence=keys.fence, lsn=0x600, confirm=keys.nonce)
+    assert keys.nonce == "" and await fence(backend, keys) == lsn_text(0x600)
+    await refresh([], [], [], TTL, fence=keys.fence, lsn=0x900)
+    assert await fence(backend, keys) == lsn_text(0x600)
+    await bump(backend, keys, 0x900, tags=["unrelated"])  # a real invalidation raises it
+    assert await fence(backend, keys) == lsn_text(0x900)
+
+
 async def test_a_lost_tag_is_bounded_by_the_fence(backend: CacheBackend, keys: Keys) -> None:
     await create_fence(backend, keys)
     await bump(backend, keys, 0x500)
@@ -259,6 +279,20 @@ async def test_redis_and_memory_agree_on_random_histories(settings: Settings) ->
                         [keys.entry],
                         chosen,
                         fresh,
+                        TTL,
+                        fence=keys.fence,
+                        lsn=lsn,
+                        confirm=nonces[i] if confirm else "",
+                    )
+                assert bool(nonces[0]) == bool(nonces[1]), step
+            elif op < 0.47:  # a fence refresh (no tags): create, confirm, never raise
+                lsn = rnd.randint(0, 40) * 16
+                confirm = rnd.random() < 0.7
+                for i, b in enumerate((redis, memory)):
+                    nonces[i] = await b.invalidate(
+                        [],
+                        [],
+                        [],
                         TTL,
                         fence=keys.fence,
                         lsn=lsn,
@@ -330,14 +364,19 @@ class ReplicaUsers(UserRepository):
         return got
 
 
-@pytest.fixture(params=["redis", "memory"])
-async def routed(request: pytest.FixtureRequest, settings: Settings) -> AsyncIterator[Database]:
+def routed_database(settings: Settings, backend: str) -> Database:
     """A Database whose ``replica_urls`` names the primary itself: never a usable replica
     (it is not in recovery), but every commit is stamped with the primary's WAL position."""
     update: dict[str, Any] = {"replica_urls": [settings.database_url]}
-    if request.param == "memory":
+    if backend == "memory":
         update["redis_url"] = "memory://"
-    database = Database(settings.model_copy(update=update))
+    return Database(settings.model_copy(update=update))
+
+
+@pytest.fixture(params=["redis", "memory"])
+async def routed(request: pytest.FixtureRequest, settings: Settings) -> AsyncIterator[Database]:
+    """A routed Database (``routed_database``) whose fence two commits made trusted."""
+    database = routed_database(settings, request.param)
     try:
         for _ in range(2):  # create the fence, then trust it
             async with database.unit_of_work() as uow:
@@ -399,6 +438,31 @@ async def test_a_replica_miss_is_stored_once_the_replica_replayed_the_last_commi
     assert got is not None and got.email == "two@x.io" and stores == stored + 2
 
 
+@pytest.mark.parametrize("backend", ["redis", "memory"])
+async def test_without_any_write_a_refused_replica_store_makes_the_fence(
+    settings: Settings, backend: str
+) -> None:
+    """A read-only deployment (rows written elsewhere, long ago): the first replica miss is
+    refused for want of a fence, and the Database creates and confirms one itself."""
+    async with routed_database(settings, backend) as db:
+        try:
+            async with db.engine.begin() as conn:  # no unit of work: no invalidation at all
+                user_id = await conn.scalar(
+                    text(
+                        "INSERT INTO users (username, email, password_hash)"
+                        " VALUES ('quiet', 'quiet@x.io', 'x') RETURNING id"
+                    )
+                )
+            replayed = await position(db)
+            got, stores = await read_on_replica(db, user_id, replayed)
+            assert got is not None and stores == 0
+            assert db.cache.stats().replica_uncovered == 1  # drain() also ran the refresh
+            got, stores = await read_on_replica(db, user_id, await position(db))
+            assert got is not None and got.email == "quiet@x.io" and stores == 1
+        finally:
+            await truncate_all(settings.database_url)
+
+
 async def test_followers_of_a_replica_read_query_for_themselves(routed: Database) -> None:
     """A replica leader's result is not handed to readers that may be on the primary."""
     db = routed
@@ -431,23 +495,22 @@ async def test_followers_of_a_replica_read_query_for_themselves(routed: Database
     assert db.cache.stats().stores >= 1  # the replica's result itself is covered
 
 
-async def test_a_writer_without_replicas_turns_replica_stores_off_for_a_while(
+async def test_a_writer_without_replicas_turns_replica_stores_off_until_a_refresh(
     routed: Database, settings: Settings
 ) -> None:
     """Another process on the same prefix whose commits carry no LSN (Redis only: shared):
-    its tags are bounded by the fence, which it deletes; stores resume once a new fence
-    is confirmed (two invalidations with an LSN)."""
+    it deletes the fence, so its tags have no bound; the next refused replica store makes
+    the reader create and confirm a new fence, past that commit."""
     if routed.settings.redis_url.startswith("memory://"):
         pytest.skip("two Databases share a cache only through Redis")
     async with db_without_replicas(settings) as plain, plain.unit_of_work() as uow:
         user = await uow.users.add(UserFactory.build())
         await uow.commit()
+    uncovered = routed.cache.stats().replica_uncovered
     assert (await read_on_replica(routed, user.id, await position(routed)))[1] == 0
-    await rename(routed, user.id, "again@x.io")  # an LSN again: a new fence, not trusted yet
-    assert (await read_on_replica(routed, user.id, await position(routed)))[1] == 0
-    await rename(routed, user.id, "trusted@x.io")  # the fence's second invalidation
+    assert routed.cache.stats().replica_uncovered == uncovered + 1
     got, stores = await read_on_replica(routed, user.id, await position(routed))
-    assert got is not None and got.email == "trusted@x.io" and stores == 1
+    assert got is not None and got.id == user.id and stores == 1
 
 
 def db_without_replicas(settings: Settings) -> Database:

@@ -35,7 +35,13 @@ from typing import Any, NamedTuple, Protocol
 from alpha_data.redisio.protocol import CacheUnavailable, PubSubLink, StreamEntry, StreamMessage
 from alpha_data.settings import Settings
 
+#: What ``CacheBackend.store`` answers for each entry.
+MOVED, STORED, UNCOVERED = 0, 1, 2
+
 __all__ = [
+    "MOVED",
+    "STORED",
+    "UNCOVERED",
     "CacheBackend",
     "CacheUnavailable",
     "PubSubLink",
@@ -85,10 +91,12 @@ class CacheBackend(Protocol):
         """
         ...
 
-    async def store(self, stores: Sequence[Store]) -> list[bool]:
+    async def store(self, stores: Sequence[Store]) -> list[int]:
         """Store each entry whose tags did not move (see Store), in one round trip.
 
-        False for an entry refused because a tag moved on (it may be stale).
+        Per entry: ``STORED``; ``MOVED`` when a tag moved on (it may be
+        stale); ``UNCOVERED`` when it was read from a replica that may miss a
+        change its tags announce.
         """
         ...
 
@@ -112,6 +120,8 @@ class CacheBackend(Protocol):
         leaves the tokens without an LSN. ``confirm``: the nonce this caller
         got back last time, which trusts the fence if it is still the same.
         Returns the nonce of an untrusted fence ('' when trusted or none).
+        With an LSN and no keys or tags, only the fence moves: created,
+        raised while untrusted, confirmed; a trusted one stays as it is.
         """
         ...
 

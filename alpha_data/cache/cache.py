@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from alpha_data.cache.backends import CacheBackend, Store, new_tokens
+from alpha_data.cache.backends import STORED, UNCOVERED, CacheBackend, Store, new_tokens
 from alpha_data.cache.delivery import InvalidationDelivery
 from alpha_data.cache.flight import Flights
 from alpha_data.health import ComponentHealth
@@ -29,6 +29,8 @@ log = logging.getLogger("alpha_data.cache")
 
 #: Most entries sent in one pipelined round trip by the background store.
 STORE_BATCH = 64
+#: Refused replica stores refresh the fence at most this often (s).
+FENCE_REFRESH = 1.0
 #: Tags live at least this long (and twice the longest TTL): a tag that expires
 #: only turns the entries under it into misses.
 MIN_TAG_TTL = 86_400.0
@@ -44,7 +46,9 @@ class CacheStats:
     writes in the unit of work, unkeyable arguments, ``cached=False``...);
     ``errors`` are backend failures; ``invalidations`` tags bumped;
     ``stores`` entries written and ``store_conflicts`` entries refused
-    because a tag moved while the query ran.
+    because a tag moved while the query ran; ``replica_uncovered`` entries
+    read from a replica not stored because it might miss a change their
+    tags announce (docs/caching.md, "Replicas").
     """
 
     hits: int
@@ -57,6 +61,7 @@ class CacheStats:
     store_conflicts: int = 0
     corrupt: int = 0
     pending_invalidations: int = 0
+    replica_uncovered: int = 0
 
 
 class Cache:
@@ -92,6 +97,8 @@ class Cache:
         self.bypassed = 0
         self.stores = 0
         self.store_conflicts = 0
+        self.replica_uncovered = 0
+        self._fence_refreshed = -FENCE_REFRESH  # monotonic time of the last refresh
         self.corrupt = 0
         #: Tag keys are ``tag_prefix + tag``.
         self.tag_prefix = f"{prefix}:tag:"
@@ -220,11 +227,21 @@ class Cache:
                     continue
                 finally:
                     self._in_flight = 0
-                stored = sum(results)
+                stored, uncovered = results.count(STORED), results.count(UNCOVERED)
                 self.stores += stored
-                self.store_conflicts += count - stored
+                self.replica_uncovered += uncovered
+                self.store_conflicts += count - stored - uncovered
+                if uncovered:
+                    self._refresh_fence()
         finally:
             self._storing = None
+
+    def _refresh_fence(self) -> None:
+        """Replica stores were refused: make sure a fence exists and is trusted (rarely)."""
+        now = time.monotonic()
+        if now - self._fence_refreshed >= FENCE_REFRESH:
+            self._fence_refreshed = now
+            self.spawn(self.delivery.refresh_fence())
 
     # -- invalidation --------------------------------------------------------
 
@@ -298,6 +315,7 @@ class Cache:
             store_conflicts=self.store_conflicts,
             corrupt=self.corrupt,
             pending_invalidations=self.delivery.pending,
+            replica_uncovered=self.replica_uncovered,
         )
 
     async def health(self) -> ComponentHealth:

@@ -142,6 +142,33 @@ class InvalidationDelivery:
             self.breaker.success()
             return True
 
+    async def refresh_fence(self) -> None:
+        """Create and confirm the fence without a write (a Database with replicas).
+
+        Replica misses of tags without an LSN of their own need a trusted
+        fence; after a new prefix, a clear, a Redis restart or a writer
+        without replicas there is none until two deliveries. Two fence-only
+        invalidations do the same: the second reads its LSN after the first
+        one's reply. Skipped while a delivery runs (it moves the fence too).
+        """
+        if self.commit_lsn is None or self._delivering.locked():
+            return
+        async with self._delivering:
+            for _ in range(2):
+                confirm = self.fence_nonce
+                lsn = await self._position()
+                if lsn is None:
+                    return
+                try:
+                    self.fence_nonce = await self.backend.invalidate(
+                        [], [], [], self.tag_ttl, fence=self.fence, lsn=lsn, confirm=confirm
+                    )
+                except CacheUnavailable as exc:
+                    self.breaker.failure(exc, "fence")
+                    return
+                if not self.fence_nonce:
+                    return  # trusted
+
     async def _position(self) -> int | None:
         """The primary's WAL position now, at or past every commit delivered (None: unknown).
 

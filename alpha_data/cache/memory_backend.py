@@ -16,7 +16,16 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from alpha_data.cache.backends import Store, lsn_text, new_nonce, token_lsn, valid_lsn
+from alpha_data.cache.backends import (
+    MOVED,
+    STORED,
+    UNCOVERED,
+    Store,
+    lsn_text,
+    new_nonce,
+    token_lsn,
+    valid_lsn,
+)
 from alpha_data.cache.memory_streams import MemoryStreams
 from alpha_data.redisio.protocol import StreamEntry, StreamMessage
 
@@ -82,27 +91,27 @@ class MemoryBackend:
             return entry
         return tokens
 
-    async def store(self, stores: Sequence[Store]) -> list[bool]:
+    async def store(self, stores: Sequence[Store]) -> list[int]:
         """Store each entry whose tags did not move since ``seen``."""
         return [self._store(s) for s in stores]
 
-    def _store(self, s: Store) -> bool:
+    def _store(self, s: Store) -> int:
         replica = None if s.replica_lsn is None else lsn_text(s.replica_lsn)
         current: list[bytes] = []
         for tag, was, new in zip(s.tags, s.seen, s.fresh, strict=True):
             token = self._get(tag)
             if token is None:
                 if was != b"":
-                    return False
+                    return MOVED
                 token = new.encode()
             elif token != was and not (was == b"" and token.startswith(b"i")):
-                return False
+                return MOVED
             if replica is not None and not self._covered(token, s.fence, replica):
-                return False
+                return UNCOVERED
             self._set(tag, token, s.tag_ttl)
             current.append(token)
         self._set(s.key, b'["' + b",".join(current) + b'",' + s.body, s.ttl)
-        return True
+        return STORED
 
     def _covered(self, token: bytes, fence: str, replica: str) -> bool:
         """A replica at ``replica`` had replayed every commit ``token`` may stand for."""
@@ -126,7 +135,7 @@ class MemoryBackend:
         confirm: str = "",
     ) -> str:
         """Delete keys, move the fence and set fresh tokens with their LSNs."""
-        if not keys and not tags:
+        if not keys and not tags and lsn is None:
             return confirm
         for key in keys:
             self.data.pop(key, None)
@@ -134,7 +143,8 @@ class MemoryBackend:
         if lsn is None:
             self.data.pop(fence, None)
         else:
-            trusted, pending = self._raise_fence(fence, lsn_text(lsn), confirm)
+            refresh = not keys and not tags
+            trusted, pending = self._raise_fence(fence, lsn_text(lsn), confirm, refresh)
         for tag, token in zip(tags, fresh, strict=True):
             bound = None
             if lsn is not None:
@@ -143,14 +153,20 @@ class MemoryBackend:
             self._set(tag, (token if bound is None else f"{token}@{bound}").encode(), tag_ttl)
         return pending or ""
 
-    def _raise_fence(self, fence: str, lsn: str, confirm: str) -> tuple[str | None, str | None]:
-        """Raise the fence to ``lsn``: (its LSN if trusted, else None; its nonce if not)."""
+    def _raise_fence(
+        self, fence: str, lsn: str, confirm: str, refresh: bool
+    ) -> tuple[str | None, str | None]:
+        """Raise the fence to ``lsn``: (its LSN if trusted, else None; its nonce if not).
+
+        A ``refresh`` (no tags) leaves a trusted fence as it is.
+        """
         value = self._get(fence)
         known, slash, nonce = value.decode().partition("/") if value is not None else ("", "", "")
         top = valid_lsn(known) if nonce or not slash else None
         if top is None:  # missing (or unreadable): a new fence, not trusted yet
             top, nonce = lsn, new_nonce()
-        top = max(top, lsn)
+        elif nonce or not refresh:
+            top = max(top, lsn)
         if not nonce or nonce == confirm:
             self._set(fence, top.encode(), math.inf)
             return top, None

@@ -80,7 +80,7 @@ for i = 1, n do
   elseif t ~= seen and not (seen == '' and string.sub(t, 1, 1) == 'i') then
     return 0
   end
-  if replica ~= '' and not covered(t) then return 0 end
+  if replica ~= '' and not covered(t) then return 2 end
   if fresh then
     redis.call('SET', KEYS[i + 1], t, 'PX', ARGV[2])
   else
@@ -99,6 +99,7 @@ return 1
 # fence rises to it (a missing one is created as '<lsn>/<nonce>', trusted once
 # an invalidation confirms that nonce) and each token carries the highest LSN
 # its tag has known: its old token's and this one, or else the trusted fence.
+# With no tags or keys (a fence refresh) a trusted fence is left as it is.
 # Returns the nonce of an untrusted fence ('' otherwise).
 INVALIDATE_SCRIPT = (
     _LSN_OF
@@ -123,7 +124,7 @@ else
   end
   if not top then
     top, nonce = lsn, ARGV[3]
-  elseif top < lsn then
+  elseif top < lsn and (nonce ~= '' or #KEYS > 1) then
     top = lsn
   end
   if nonce == '' or nonce == ARGV[4] then
@@ -240,7 +241,7 @@ class RedisBackend:
             return entry
         return tokens
 
-    async def store(self, stores: Sequence[Store]) -> list[bool]:
+    async def store(self, stores: Sequence[Store]) -> list[int]:
         """EVALSHA per entry, pipelined in one round trip: SET it if no tag moved."""
         try:
             async with self.client.pipeline(transaction=False) as pipe:
@@ -257,7 +258,7 @@ class RedisBackend:
         for result in results:
             if isinstance(result, Exception):
                 raise CacheUnavailable(f"store script failed: {result}")
-        return [bool(r) for r in results]
+        return [int(r) for r in results]
 
     async def invalidate(
         self,
@@ -271,7 +272,7 @@ class RedisBackend:
         confirm: str = "",
     ) -> str:
         """One INVALIDATE_SCRIPT: DEL ``keys``, fresh tokens on ``tags``, the fence moved."""
-        if not keys and not tags:
+        if not keys and not tags and lsn is None:
             return confirm
         args = (
             1 + len(tags) + len(keys),

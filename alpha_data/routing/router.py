@@ -186,12 +186,14 @@ class Router:
         The cache stamps invalidations with it, so a replica that replayed
         this far shows every change they announce (docs/caching.md). The
         flush position read with it is this Database's read-your-writes
-        fence for those commits, learned without waiting for a monitor sample.
+        fence for its commits not fenced yet, learned without waiting for a
+        monitor sample (a call with none, e.g. a fence refresh, moves nothing).
         """
         target = self.fence.requested  # every commit counted so far has returned
+        ours = target > self.fence.covered  # commits of this Database not fenced yet
         async with deadline(self.probe_timeout):
             position = await self.probes.committed()
-        if self.read_your_writes and self.replicas:
+        if ours and self.read_your_writes and self.replicas:
             moved = position.flushed > self.fence.lsn
             self.fence.learn(target, position.flushed)
             if moved:

@@ -133,6 +133,17 @@ def test_an_answer_to_a_probe_sent_before_a_failure_is_dropped() -> None:
     assert not replica.healthy and replica.replay_lsn == 0
 
 
+def test_a_commit_lsn_without_a_commit_of_this_database_moves_no_fence() -> None:
+    """A cache fence refresh reads the position too: other processes' commits are no
+    reason to keep this Database's reads off a lagging replica."""
+    router, servers, (standby,) = make_router()
+    settle(router)
+    standby.paused = True
+    servers.commit()  # another process
+    assert asyncio.run(router.commit_lsn()) == servers.flushed + INSERT_AHEAD
+    assert router.fence.lsn < servers.flushed and router.choose() is router.replicas[0]
+
+
 def test_without_read_your_writes_the_commit_lsn_moves_no_fence() -> None:
     router, servers, _ = make_router(read_your_writes=False)
     settle(router)
