@@ -31,7 +31,7 @@ from sqlalchemy import text
 from alpha_data import Database, Settings
 from alpha_data.cache import cached
 from alpha_data.cache.backends import (
-    MOVED,
+    NO_FENCE,
     STORED,
     UNCOVERED,
     CacheBackend,
@@ -40,6 +40,7 @@ from alpha_data.cache.backends import (
     make_cache_backend,
     new_tokens,
 )
+from alpha_data.cache.cache import Cache
 from alpha_data.cache.invalidation import ROUTE_KEY
 from alpha_data.cache.redis_backend import RedisBackend
 from alpha_data.models import User
@@ -117,15 +118,15 @@ async def fence(backend: CacheBackend, keys: Keys) -> str | None:
     return got[0].decode() or None
 
 
-async def store_from(backend: CacheBackend, keys: Keys, replayed: int | None) -> bool:
-    """Read the tokens, then store an entry as a miss served at ``replayed`` (None: primary)."""
+async def store_from(backend: CacheBackend, keys: Keys, replayed: int | None) -> int:
+    """Read the tokens, then store an entry as a miss served at ``replayed`` (None: primary):
+    STORED, MOVED, UNCOVERED (the replica is behind) or NO_FENCE."""
     seen = await backend.fetch(keys.entry, keys.tags)
     assert isinstance(seen, list)
     fresh = ["i1.0", "i1.1"]
     entry = Store(keys.entry, b'{"id":1}]', 60.0, keys.tags, seen, fresh, TTL, keys.fence, replayed)
     (outcome,) = await backend.store([entry])
-    assert outcome == STORED or outcome == (UNCOVERED if replayed is not None else MOVED)
-    return outcome == STORED
+    return outcome
 
 
 async def test_tokens_carry_the_highest_lsn_their_tag_has_known(
@@ -150,16 +151,16 @@ async def test_tokens_carry_the_highest_lsn_their_tag_has_known(
 async def test_a_replica_miss_is_stored_only_when_every_tag_is_covered(
     backend: CacheBackend, keys: Keys
 ) -> None:
-    assert not await store_from(backend, keys, 0x10_000)  # no fence: cold tags unknown
+    assert await store_from(backend, keys, 0x10_000) == NO_FENCE  # no fence: cold tags unknown
     await create_fence(backend, keys)
     await bump(backend, keys, 0x500)  # row tag b@500, fence 500; the epoch tag has none
-    assert not await store_from(backend, keys, 0x4FF)  # may miss the commit at 0x500
-    assert await store_from(backend, keys, 0x500)
+    assert await store_from(backend, keys, 0x4FF) == UNCOVERED  # may miss the commit at 0x500
+    assert await store_from(backend, keys, 0x500) == STORED
     got = await backend.fetch(keys.entry, keys.tags)
     assert isinstance(got, bytes)  # a hit for every reader from now on
     await bump(backend, keys, 0x600)
-    assert not await store_from(backend, keys, 0x5FF)
-    assert await store_from(backend, keys, 0x600)
+    assert await store_from(backend, keys, 0x5FF) == UNCOVERED
+    assert await store_from(backend, keys, 0x600) == STORED
 
 
 async def test_a_new_fence_is_trusted_only_once_a_later_invalidation_confirms_it(
@@ -170,14 +171,14 @@ async def test_a_new_fence_is_trusted_only_once_a_later_invalidation_confirms_it
     await bump(backend, keys, 0x500)
     assert (await fence(backend, keys) or "").startswith(lsn_text(0x500) + "/")
     assert "@" not in await token(backend, keys, keys.tags[1])
-    assert not await store_from(backend, keys, 0xFFFF)
+    assert await store_from(backend, keys, 0xFFFF) == NO_FENCE
     await bump(backend, keys, 0x600, confirm=False)  # another writer, which never saw it
     assert "@" not in await token(backend, keys, keys.tags[1])
-    assert not await store_from(backend, keys, 0xFFFF)
+    assert await store_from(backend, keys, 0xFFFF) == NO_FENCE
     await bump(backend, keys, 0x700, tags=["unrelated"])  # the creator again: confirmed
     assert await fence(backend, keys) == lsn_text(0x700)
-    assert not await store_from(backend, keys, 0x6FF)
-    assert await store_from(backend, keys, 0x700)
+    assert await store_from(backend, keys, 0x6FF) == UNCOVERED
+    assert await store_from(backend, keys, 0x700) == STORED
 
 
 async def test_a_nonce_of_an_earlier_fence_confirms_no_new_one(
@@ -190,7 +191,7 @@ async def test_a_nonce_of_an_earlier_fence_confirms_no_new_one(
     keys.nonce = stale
     await bump(backend, keys, 0x700, tags=["unrelated"])
     assert (await fence(backend, keys) or "").startswith(lsn_text(0x700) + "/")
-    assert not await store_from(backend, keys, 0xFFFF)
+    assert await store_from(backend, keys, 0xFFFF) == NO_FENCE
 
 
 async def test_an_invalidation_without_an_lsn_stops_replica_stores_until_the_fence_is_trusted(
@@ -201,14 +202,14 @@ async def test_an_invalidation_without_an_lsn_stops_replica_stores_until_the_fen
     await bump(backend, keys, None)  # a Database without replicas (or the primary unreachable)
     assert await fence(backend, keys) is None
     assert "@" not in await token(backend, keys, keys.tags[1])
-    assert not await store_from(backend, keys, 0xFFFF_FFFF)
+    assert await store_from(backend, keys, 0xFFFF_FFFF) == NO_FENCE
     await bump(backend, keys, 0x900, tags=["unrelated"])  # a new fence, not trusted yet
-    assert not await store_from(backend, keys, 0xFFFF_FFFF)
+    assert await store_from(backend, keys, 0xFFFF_FFFF) == NO_FENCE
     await bump(backend, keys, 0xA00, tags=["unrelated"])  # trusted: past the unknown commit
-    assert not await store_from(backend, keys, 0x9FF)
-    assert await store_from(backend, keys, 0xA00)
+    assert await store_from(backend, keys, 0x9FF) == UNCOVERED
+    assert await store_from(backend, keys, 0xA00) == STORED
     await bump(backend, keys, None)
-    assert await store_from(backend, keys, None)  # the primary's reads are stored as ever
+    assert await store_from(backend, keys, None) == STORED  # the primary's reads are stored as ever
 
 
 async def test_a_fence_refresh_creates_and_confirms_but_never_raises_a_trusted_fence(
@@ -233,8 +234,10 @@ async def test_a_lost_tag_is_bounded_by_the_fence(backend: CacheBackend, keys: K
     await bump(backend, keys, 0x800, tags=[keys.tags[0]])  # fence 800
     await backend.invalidate([keys.tags[1]], [], [], TTL, fence=keys.fence, lsn=0x800)  # lost
     assert await token(backend, keys, keys.tags[1]) == ""
-    assert not await store_from(backend, keys, 0x7FF)  # the lost bump may be up to the fence
-    assert await store_from(backend, keys, 0x800)
+    assert (
+        await store_from(backend, keys, 0x7FF) == UNCOVERED
+    )  # the lost bump may be up to the fence
+    assert await store_from(backend, keys, 0x800) == STORED
 
 
 async def test_a_cleared_cache_stores_no_replica_miss_until_a_new_fence_is_trusted(
@@ -244,11 +247,11 @@ async def test_a_cleared_cache_stores_no_replica_miss_until_a_new_fence_is_trust
     await bump(backend, keys, 0x500)
     await backend.delete_prefix(keys.fence.rsplit(":", 1)[0] + ":")
     assert await fence(backend, keys) is None
-    assert not await store_from(backend, keys, 0xFFFF)
+    assert await store_from(backend, keys, 0xFFFF) == NO_FENCE
     await create_fence(backend, keys, 0x600)
-    assert not await store_from(backend, keys, 0xFFFF)
+    assert await store_from(backend, keys, 0xFFFF) == NO_FENCE
     await bump(backend, keys, 0x700, tags=["unrelated"])
-    assert await store_from(backend, keys, 0x700)
+    assert await store_from(backend, keys, 0x700) == STORED
 
 
 async def test_redis_and_memory_agree_on_random_histories(settings: Settings) -> None:
@@ -334,9 +337,72 @@ async def test_the_invalidation_script_is_sent_again_after_a_redis_restart(keys:
             await bump(backend, keys, 0x500)
             assert (await token(backend, keys, keys.tags[1])).endswith("@" + lsn_text(0x500))
             await backend.client.script_flush()
-            assert await store_from(backend, keys, 0x500)
+            assert await store_from(backend, keys, 0x500) == STORED
         finally:
             await backend.close()
+
+
+class Recorder:
+    """A memory backend and a WAL position that log what happens, in order."""
+
+    def __init__(self) -> None:
+        self.backend = make_cache_backend(Settings(_env_file=None, redis_url="memory://"))
+        self.events: list[str] = []
+        self.lsn = 0x100
+
+    async def position(self, fences: bool) -> int:
+        self.events.append("lsn")
+        self.lsn += 0x10
+        return self.lsn
+
+    def cache(self) -> Cache:
+        cache = Cache(self.backend, prefix="rec", ttl=60, negative_ttl=5, commit_lsn=self.position)
+        invalidate = self.backend.invalidate
+
+        async def logged(*args: Any, **kw: Any) -> str:
+            self.events.append("invalidate")
+            pending: str = await invalidate(*args, **kw)
+            return pending
+
+        self.backend.invalidate = logged  # type: ignore[method-assign]
+        return cache
+
+
+async def test_a_fence_refresh_reads_each_position_after_the_previous_reply() -> None:
+    """The second (confirming) invalidation's LSN must be read after the first's reply."""
+    recorder = Recorder()
+    cache = recorder.cache()
+    await cache.delivery.refresh_fence()
+    assert recorder.events == ["lsn", "invalidate", "lsn", "invalidate"]
+    assert cache.delivery.fence_nonce == ""  # trusted
+    await cache.delivery.refresh_fence()  # a trusted fence: one look, nothing raised
+    assert recorder.events[4:] == ["lsn", "invalidate"]
+
+
+async def test_only_stores_refused_for_want_of_a_fence_refresh_it_at_most_once_a_second() -> None:
+    recorder = Recorder()
+    cache = recorder.cache()
+    keys = Keys("rec")
+    tags = [cache.tag_key("users:id:1")]
+
+    async def replica_store(replayed: int) -> None:
+        seen = await recorder.backend.fetch(keys.entry, tags)
+        assert isinstance(seen, list)
+        cache.store_later(keys.entry, b"1]", 60.0, tags, seen, replayed)
+        await cache.drain()
+
+    await replica_store(0x50)  # no fence at all: refused, and the fence is made
+    assert cache.stats().replica_uncovered == 1 and recorder.events.count("invalidate") == 2
+    await cache.invalidate(["users:id:1"])  # a commit: the tag now carries a newer LSN
+    await replica_store(0x50)  # behind that LSN: refused, but a fence is there
+    await replica_store(0x50)
+    assert cache.stats().replica_uncovered == 3 and recorder.events.count("invalidate") == 3
+    await recorder.backend.delete_prefix("rec:")
+    await replica_store(0x50)  # within the second since the last refresh: none
+    assert recorder.events.count("invalidate") == 3
+    await replica_store(recorder.lsn)
+    assert cache.stats().stores == 0
+    await cache.close()
 
 
 # -- a Database with replicas: invalidations carry the commit's WAL position -------

@@ -36,10 +36,11 @@ from alpha_data.redisio.protocol import CacheUnavailable, PubSubLink, StreamEntr
 from alpha_data.settings import Settings
 
 #: What ``CacheBackend.store`` answers for each entry.
-MOVED, STORED, UNCOVERED = 0, 1, 2
+MOVED, STORED, UNCOVERED, NO_FENCE = 0, 1, 2, 3
 
 __all__ = [
     "MOVED",
+    "NO_FENCE",
     "STORED",
     "UNCOVERED",
     "CacheBackend",
@@ -95,8 +96,9 @@ class CacheBackend(Protocol):
         """Store each entry whose tags did not move (see Store), in one round trip.
 
         Per entry: ``STORED``; ``MOVED`` when a tag moved on (it may be
-        stale); ``UNCOVERED`` when it was read from a replica that may miss a
-        change its tags announce.
+        stale); read from a replica that may miss a change its tags announce,
+        ``UNCOVERED`` (it is behind a token's LSN or the fence) or
+        ``NO_FENCE`` (a tag needs the fence and none is trusted).
         """
         ...
 

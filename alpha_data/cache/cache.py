@@ -12,12 +12,19 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from alpha_data.cache.backends import STORED, UNCOVERED, CacheBackend, Store, new_tokens
-from alpha_data.cache.delivery import InvalidationDelivery
+from alpha_data.cache.backends import (
+    NO_FENCE,
+    STORED,
+    UNCOVERED,
+    CacheBackend,
+    Store,
+    new_tokens,
+)
+from alpha_data.cache.delivery import InvalidationDelivery, WalPosition
 from alpha_data.cache.flight import Flights
 from alpha_data.health import ComponentHealth
 from alpha_data.redisio.breaker import Breaker
@@ -81,7 +88,7 @@ class Cache:
         negative_ttl: float,
         enabled: bool = True,
         breaker: Breaker | None = None,
-        commit_lsn: Callable[[], Awaitable[int]] | None = None,
+        commit_lsn: WalPosition | None = None,
     ) -> None:
         self.backend = backend
         self.prefix = prefix
@@ -227,17 +234,18 @@ class Cache:
                     continue
                 finally:
                     self._in_flight = 0
-                stored, uncovered = results.count(STORED), results.count(UNCOVERED)
+                stored, unfenced = results.count(STORED), results.count(NO_FENCE)
+                uncovered = results.count(UNCOVERED) + unfenced
                 self.stores += stored
                 self.replica_uncovered += uncovered
                 self.store_conflicts += count - stored - uncovered
-                if uncovered:
+                if unfenced:
                     self._refresh_fence()
         finally:
             self._storing = None
 
     def _refresh_fence(self) -> None:
-        """Replica stores were refused: make sure a fence exists and is trusted (rarely)."""
+        """Replica stores were refused for want of a trusted fence: make one (rarely)."""
         now = time.monotonic()
         if now - self._fence_refreshed >= FENCE_REFRESH:
             self._fence_refreshed = now

@@ -22,7 +22,12 @@ from alpha_data.cache.tags import entity_keys
 from alpha_data.redisio.breaker import Breaker
 from alpha_data.redisio.protocol import CacheUnavailable
 
-__all__ = ["MAX_PENDING", "InvalidationDelivery"]
+__all__ = ["MAX_PENDING", "InvalidationDelivery", "WalPosition"]
+
+#: Reads the primary's WAL position, past every commit that has returned; the
+#: flag says whether it also fences this Database's own commits (a delivery
+#: after them) or not (a fence refresh).
+WalPosition = Callable[[bool], Awaitable[int]]
 
 log = logging.getLogger("alpha_data.cache")
 
@@ -42,7 +47,7 @@ class InvalidationDelivery:
         tag_prefix: str,
         tag_ttl: float,
         fence: str,
-        commit_lsn: Callable[[], Awaitable[int]] | None = None,
+        commit_lsn: WalPosition | None = None,
     ) -> None:
         self.backend = backend
         #: The key of the highest LSN invalidations carried (backends module docstring).
@@ -148,15 +153,15 @@ class InvalidationDelivery:
         Replica misses of tags without an LSN of their own need a trusted
         fence; after a new prefix, a clear, a Redis restart or a writer
         without replicas there is none until two deliveries. Two fence-only
-        invalidations do the same: the second reads its LSN after the first
-        one's reply. Skipped while a delivery runs (it moves the fence too).
+        invalidations do the same: each reads its LSN after the previous
+        reply. Skipped while a delivery runs (it moves the fence too).
         """
         if self.commit_lsn is None or self._delivering.locked():
             return
         async with self._delivering:
             for _ in range(2):
                 confirm = self.fence_nonce
-                lsn = await self._position()
+                lsn = await self._position(delivery=False)
                 if lsn is None:
                     return
                 try:
@@ -169,22 +174,25 @@ class InvalidationDelivery:
                 if not self.fence_nonce:
                     return  # trusted
 
-    async def _position(self) -> int | None:
+    async def _position(self, *, delivery: bool = True) -> int | None:
         """The primary's WAL position now, at or past every commit delivered (None: unknown).
 
         Read only by a Database with replicas, within the Router's probe
-        timeout. A failure does not stop the delivery: it goes out without an
+        timeout. A failure does not stop a delivery: it goes out without an
         LSN, which deletes the fence; tags without an LSN of their own fill
-        from replicas again once a new fence is confirmed (two deliveries).
+        from replicas again once a new fence is confirmed (``refresh_fence``).
         """
         if self.commit_lsn is None:
             return None
         try:
-            return await self.commit_lsn()
+            return await self.commit_lsn(delivery)
         except Exception as exc:
-            log.warning(
-                "cannot read the primary's WAL position (%s): this invalidation carries none, "
-                "so some misses served by replicas are not cached for a while",
-                type(exc).__name__,
-            )
+            if delivery:
+                log.warning(
+                    "cannot read the primary's WAL position (%s): this invalidation carries "
+                    "none, so some misses served by replicas are not cached for a while",
+                    type(exc).__name__,
+                )
+            else:
+                log.debug("fence refresh: no WAL position (%r)", exc)
             return None

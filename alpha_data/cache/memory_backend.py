@@ -18,6 +18,7 @@ from typing import Any
 
 from alpha_data.cache.backends import (
     MOVED,
+    NO_FENCE,
     STORED,
     UNCOVERED,
     Store,
@@ -106,17 +107,21 @@ class MemoryBackend:
                 token = new.encode()
             elif token != was and not (was == b"" and token.startswith(b"i")):
                 return MOVED
-            if replica is not None and not self._covered(token, s.fence, replica):
-                return UNCOVERED
+            refused = replica is not None and self._uncovered(token, s.fence, replica)
+            if refused:
+                return refused
             self._set(tag, token, s.tag_ttl)
             current.append(token)
         self._set(s.key, b'["' + b",".join(current) + b'",' + s.body, s.ttl)
         return STORED
 
-    def _covered(self, token: bytes, fence: str, replica: str) -> bool:
-        """A replica at ``replica`` had replayed every commit ``token`` may stand for."""
+    def _uncovered(self, token: bytes, fence: str, replica: str) -> int:
+        """0 when a replica at ``replica`` had replayed every commit ``token`` may stand
+        for; else why not (UNCOVERED: it is behind; NO_FENCE: no trusted fence)."""
         bound = token_lsn(token) or self._trusted(fence)
-        return bound is not None and bound <= replica
+        if bound is None:
+            return NO_FENCE
+        return 0 if bound <= replica else UNCOVERED
 
     def _trusted(self, fence: str) -> str | None:
         """The fence's LSN once trusted (confirmed), else None."""

@@ -55,19 +55,24 @@ end
 # KEYS: entry, tags..., fence. ARGV: entry TTL, tag TTL, body, replica LSN ('':
 # read on the primary), then the seen tokens and the fresh ones. Under a
 # replica LSN every tag must be covered: by its token's LSN, else by the
-# trusted fence ('<lsn>/<nonce>' is not trusted yet).
+# trusted fence ('<lsn>/<nonce>' is not trusted yet). Returns 1 stored, 0 a
+# tag moved, 2 the replica is behind, 3 no trusted fence (backends.STORED...).
 STORE_SCRIPT = (
     _LSN_OF
     + """
 local n = #KEYS - 2
 local replica = ARGV[4]
 local fence = nil
-local function covered(t)
+local function uncovered(t)
   local at = string.find(t, '@', 1, true)
-  local own = at and lsn_of(string.sub(t, at + 1))
-  if own then return own <= replica end
-  if fence == nil then fence = lsn_of(redis.call('GET', KEYS[n + 2])) end
-  return fence ~= false and fence <= replica
+  local bound = at and lsn_of(string.sub(t, at + 1))
+  if not bound then
+    if fence == nil then fence = lsn_of(redis.call('GET', KEYS[n + 2])) end
+    if not fence then return 3 end
+    bound = fence
+  end
+  if bound <= replica then return false end
+  return 2
 end
 local cur = {}
 for i = 1, n do
@@ -80,7 +85,8 @@ for i = 1, n do
   elseif t ~= seen and not (seen == '' and string.sub(t, 1, 1) == 'i') then
     return 0
   end
-  if replica ~= '' and not covered(t) then return 2 end
+  local refused = replica ~= '' and uncovered(t)
+  if refused then return refused end
   if fresh then
     redis.call('SET', KEYS[i + 1], t, 'PX', ARGV[2])
   else

@@ -180,20 +180,20 @@ class Router:
         self.fence.request()
         self.monitor.kick()
 
-    async def commit_lsn(self) -> int:
+    async def commit_lsn(self, fences: bool = True) -> int:
         """A WAL position at or past every commit that has returned on the primary.
 
         The cache stamps invalidations with it, so a replica that replayed
         this far shows every change they announce (docs/caching.md). The
         flush position read with it is this Database's read-your-writes
-        fence for its commits not fenced yet, learned without waiting for a
-        monitor sample (a call with none, e.g. a fence refresh, moves nothing).
+        fence for its commits (also one whose COMMIT outcome was unknown),
+        learned without waiting for a monitor sample. ``fences=False`` (a
+        cache fence refresh, no commit of ours) moves no fence.
         """
         target = self.fence.requested  # every commit counted so far has returned
-        ours = target > self.fence.covered  # commits of this Database not fenced yet
         async with deadline(self.probe_timeout):
             position = await self.probes.committed()
-        if ours and self.read_your_writes and self.replicas:
+        if fences and self.read_your_writes and self.replicas:
             moved = position.flushed > self.fence.lsn
             self.fence.learn(target, position.flushed)
             if moved:

@@ -133,15 +133,26 @@ def test_an_answer_to_a_probe_sent_before_a_failure_is_dropped() -> None:
     assert not replica.healthy and replica.replay_lsn == 0
 
 
-def test_a_commit_lsn_without_a_commit_of_this_database_moves_no_fence() -> None:
-    """A cache fence refresh reads the position too: other processes' commits are no
-    reason to keep this Database's reads off a lagging replica."""
+def test_a_fence_refresh_position_moves_no_fence() -> None:
+    """The cache's fence refresh reads the position too (``fences=False``): other
+    processes' commits are no reason to keep this Database's reads off a lagging replica."""
     router, servers, (standby,) = make_router()
     settle(router)
     standby.paused = True
     servers.commit()  # another process
-    assert asyncio.run(router.commit_lsn()) == servers.flushed + INSERT_AHEAD
+    assert asyncio.run(router.commit_lsn(False)) == servers.flushed + INSERT_AHEAD
     assert router.fence.lsn < servers.flushed and router.choose() is router.replicas[0]
+
+
+def test_a_delivery_position_fences_a_commit_whose_outcome_was_unknown() -> None:
+    """COMMIT lost its connection: no after_commit, no fence request; the invalidation that
+    follows still reads the position, and reads stay off replicas that lack it."""
+    router, servers, (standby,) = make_router()
+    settle(router)
+    standby.paused = True
+    servers.commit()  # it did commit
+    asyncio.run(router.commit_lsn())
+    assert router.fence.lsn == servers.flushed and router.choose() is None
 
 
 def test_without_read_your_writes_the_commit_lsn_moves_no_fence() -> None:
