@@ -21,9 +21,10 @@ nonce from a reply, so the LSN it read afterwards is past every bump lost
 before the fence existed. An invalidation without an LSN deletes it. A miss
 served by a replica is stored only if the replica had replayed past every
 tag's LSN (the token's own, else the trusted fence). LSNs are 16 hex digits.
-The stream and
-pub/sub types and ``CacheUnavailable`` live in ``alpha_data.redisio.protocol``
-(shared with the event bus) and are re-exported here.
+
+The stream and pub/sub types and ``CacheUnavailable`` live in
+``alpha_data.redisio.protocol`` (shared with the event bus) and are
+re-exported here.
 """
 
 from __future__ import annotations
@@ -205,14 +206,14 @@ def lsn_text(lsn: int) -> str:
     return f"{lsn:016x}"
 
 
+_HEX = frozenset("0123456789abcdef")
+
+
 def valid_lsn(text: str | None) -> str | None:
     """``text`` if it is an LSN as ``lsn_text`` writes it (16 hex digits), else None."""
     if text is not None and len(text) == 16 and all(c in _HEX for c in text):
         return text
     return None
-
-
-_HEX = frozenset("0123456789abcdef")
 
 
 def token_lsn(token: str | bytes | None) -> str | None:

@@ -1,5 +1,7 @@
 """The Redis backend: an MGET or a Lua script per operation, one round trip each.
 
+The scripts and their arguments are in ``alpha_data.cache.scripts``.
+
 * fetch: MGET the entry and its tags; the entry is valid only if it starts
   with the current tokens, otherwise the tokens are what the caller needs
   (a plain read: no script on the hot path, fine on replicas and during
@@ -14,15 +16,13 @@
   tags (with the LSN each tag must be covered by) and moves the fence.
 
 The client fails fast: short socket timeouts from Settings and no retries
-(the cache front decides what an outage means). Scripts are sent by SHA
-and re-sent in full after a Redis restart (NOSCRIPT).
+(the cache front decides what an outage means).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 from collections.abc import Sequence
 from typing import Any, cast
 
@@ -32,167 +32,16 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import NoScriptError, RedisClusterException, RedisError, ResponseError
 
-from alpha_data.cache.backends import Store, lsn_text, new_nonce
+from alpha_data.cache.backends import Store
+from alpha_data.cache.scripts import INVALIDATE, STORE, invalidate_args, ms, store_args
 from alpha_data.cancellation import deadline
 from alpha_data.redisio.client import redis_client
 from alpha_data.redisio.protocol import CacheUnavailable, StreamEntry, StreamMessage
 
-__all__ = ["INVALIDATE_SCRIPT", "STORE_SCRIPT", "RedisBackend"]
+__all__ = ["RedisBackend"]
 
 # RedisClusterException (e.g. no reachable node) is not a RedisError.
 _FAILURES = (RedisError, RedisClusterException, OSError, asyncio.TimeoutError)
-
-# An LSN as lsn_text writes it (16 hex digits), else false. LSNs are compared
-# as strings: equal-length lowercase hex orders like the numbers (in the C
-# collation and the usual UTF-8 ones Redis may run with).
-_LSN_OF = """
-local function lsn_of(v)
-  if v and string.len(v) == 16 and not string.find(v, '[^0-9a-f]') then return v end
-  return false
-end
-"""
-
-# KEYS: entry, tags..., fence. ARGV: entry TTL, tag TTL, body, replica LSN ('':
-# read on the primary), then the seen tokens and the fresh ones. Under a
-# replica LSN every tag must be covered: by its token's LSN, else by the
-# trusted fence ('<lsn>/<nonce>' is not trusted yet). Returns 1 stored, 0 a
-# tag moved, 2 the replica is behind, 3 no trusted fence (backends.STORED...).
-STORE_SCRIPT = (
-    _LSN_OF
-    + """
-local n = #KEYS - 2
-local replica = ARGV[4]
-local fence = nil
-local function uncovered(t)
-  local at = string.find(t, '@', 1, true)
-  local bound = at and lsn_of(string.sub(t, at + 1))
-  if not bound then
-    if fence == nil then fence = lsn_of(redis.call('GET', KEYS[n + 2])) end
-    if not fence then return 3 end
-    bound = fence
-  end
-  if bound <= replica then return false end
-  return 2
-end
-local cur = {}
-for i = 1, n do
-  local t = redis.call('GET', KEYS[i + 1])
-  local seen = ARGV[4 + i]
-  local fresh = not t
-  if fresh then
-    if seen ~= '' then return 0 end
-    t = ARGV[4 + n + i]
-  elseif t ~= seen and not (seen == '' and string.sub(t, 1, 1) == 'i') then
-    return 0
-  end
-  local refused = replica ~= '' and uncovered(t)
-  if refused then return refused end
-  if fresh then
-    redis.call('SET', KEYS[i + 1], t, 'PX', ARGV[2])
-  else
-    redis.call('PEXPIRE', KEYS[i + 1], ARGV[2])
-  end
-  cur[i] = t
-end
-redis.call('SET', KEYS[1], '["' .. table.concat(cur, ',') .. '",' .. ARGV[3], 'PX', ARGV[1])
-return 1
-"""
-)
-
-# KEYS: fence, tags..., entity keys to delete. ARGV: tag TTL, LSN ('': unknown),
-# a nonce for a new fence, the nonce to confirm ('': none), the fresh tokens.
-# Without an LSN the fence is deleted and the tokens carry none. With one, the
-# fence rises to it (a missing one is created as '<lsn>/<nonce>', trusted once
-# an invalidation confirms that nonce) and each token carries the highest LSN
-# its tag has known: its old token's and this one, or else the trusted fence.
-# With no tags or keys (a fence refresh) a trusted fence is left as it is.
-# Returns the nonce of an untrusted fence ('' otherwise).
-INVALIDATE_SCRIPT = (
-    _LSN_OF
-    + """
-local n = #ARGV - 4
-local lsn = ARGV[2]
-local trusted = false
-local pending = ''
-if lsn == '' then
-  redis.call('DEL', KEYS[1])
-else
-  local f = redis.call('GET', KEYS[1])
-  local top, nonce = false, ''
-  if f then
-    local slash = string.find(f, '/', 1, true)
-    if slash then
-      nonce = string.sub(f, slash + 1)
-      if nonce ~= '' then top = lsn_of(string.sub(f, 1, slash - 1)) end
-    else
-      top = lsn_of(f)
-    end
-  end
-  if not top then
-    top, nonce = lsn, ARGV[3]
-  elseif top < lsn and (nonce ~= '' or #KEYS > 1) then
-    top = lsn
-  end
-  if nonce == '' or nonce == ARGV[4] then
-    redis.call('SET', KEYS[1], top)
-    trusted = top
-  else
-    redis.call('SET', KEYS[1], top .. '/' .. nonce)
-    pending = nonce
-  end
-end
-for i = 1, n do
-  local token = ARGV[4 + i]
-  if lsn ~= '' then
-    local bound = trusted
-    local old = redis.call('GET', KEYS[1 + i])
-    local at = old and string.find(old, '@', 1, true)
-    local known = at and lsn_of(string.sub(old, at + 1))
-    if known then
-      bound = known
-      if bound < lsn then bound = lsn end
-    end
-    if bound then token = token .. '@' .. bound end
-  end
-  redis.call('SET', KEYS[1 + i], token, 'PX', ARGV[1])
-end
-for i = n + 2, #KEYS do redis.call('DEL', KEYS[i]) end
-return pending
-"""
-)
-
-
-async def _execute(client: redis_asyncio.Redis, *command: Any) -> Any:
-    execute: Any = client.execute_command
-    return await execute(*command)
-
-
-def _ms(seconds: float) -> int:
-    return max(1, int(seconds * 1000))
-
-
-def _store_args(s: Store) -> tuple[Any, ...]:
-    """numkeys, KEYS and ARGV of STORE_SCRIPT for one entry."""
-    return (
-        2 + len(s.tags),
-        s.key,
-        *s.tags,
-        s.fence,
-        _ms(s.ttl),
-        _ms(s.tag_ttl),
-        s.body,
-        "" if s.replica_lsn is None else lsn_text(s.replica_lsn),
-        *s.seen,
-        *s.fresh,
-    )
-
-
-def _sha(script: str) -> str:
-    return hashlib.sha1(script.encode(), usedforsecurity=False).hexdigest()
-
-
-_STORE_SHA = _sha(STORE_SCRIPT)
-_INVALIDATE_SHA = _sha(INVALIDATE_SCRIPT)
 
 
 class _RedisLink:
@@ -248,17 +97,15 @@ class RedisBackend:
         return tokens
 
     async def store(self, stores: Sequence[Store]) -> list[int]:
-        """EVALSHA per entry, pipelined in one round trip: SET it if no tag moved."""
+        """STORE per entry (by SHA), pipelined in one round trip: SET it if no tag moved."""
         try:
             async with self.client.pipeline(transaction=False) as pipe:
                 for s in stores:
-                    pipe.execute_command("EVALSHA", _STORE_SHA, *_store_args(s))
+                    pipe.execute_command("EVALSHA", STORE.sha, *store_args(s))
                 results = list(await pipe.execute(raise_on_error=False))
             for i, result in enumerate(results):
                 if isinstance(result, NoScriptError):  # scripts are gone after a restart
-                    results[i] = await _execute(
-                        self.client, "EVAL", STORE_SCRIPT, *_store_args(stores[i])
-                    )
+                    results[i] = await STORE.run(self._command, *store_args(stores[i]))
         except _FAILURES as exc:
             raise CacheUnavailable(type(exc).__name__) from None
         for result in results:
@@ -277,25 +124,12 @@ class RedisBackend:
         lsn: int | None,
         confirm: str = "",
     ) -> str:
-        """One INVALIDATE_SCRIPT: DEL ``keys``, fresh tokens on ``tags``, the fence moved."""
+        """One INVALIDATE script: DEL ``keys``, fresh tokens on ``tags``, the fence moved."""
         if not keys and not tags and lsn is None:
             return confirm
-        args = (
-            1 + len(tags) + len(keys),
-            fence,
-            *tags,
-            *keys,
-            _ms(tag_ttl),
-            "" if lsn is None else lsn_text(lsn),
-            new_nonce(),
-            confirm,
-            *fresh,
-        )
+        args = invalidate_args(keys, tags, fresh, tag_ttl, fence=fence, lsn=lsn, confirm=confirm)
         try:
-            try:
-                pending = await self._command("EVALSHA", _INVALIDATE_SHA, *args)
-            except NoScriptError:  # scripts are gone after a restart
-                pending = await self._command("EVAL", INVALIDATE_SCRIPT, *args)
+            pending = await INVALIDATE.run(self._command, *args)
         except _FAILURES as exc:
             raise CacheUnavailable(type(exc).__name__) from None
         return pending.decode() if isinstance(pending, bytes) else str(pending or "")
@@ -363,7 +197,7 @@ class RedisBackend:
     ) -> list[StreamMessage]:
         """XREADGROUP GROUP g c COUNT n BLOCK ms STREAMS s... > ... on the blocking client."""
         command: Any = self._blocking_client().execute_command
-        args = ("COUNT", count, "BLOCK", _ms(block), "STREAMS", *streams, *[">"] * len(streams))
+        args = ("COUNT", count, "BLOCK", ms(block), "STREAMS", *streams, *[">"] * len(streams))
         try:  # deadline, not wait_for: before 3.12 that can swallow the caller's cancel
             async with deadline(block + self.socket_timeout + 1.0):
                 reply = await command("XREADGROUP", "GROUP", group, consumer, *args)
